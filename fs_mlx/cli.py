@@ -1,0 +1,159 @@
+"""`fsx`: the command line.
+
+Each command is a thin layer over the library: parse options, call one
+function, print. User errors (`FsxError`) become one line on stderr and exit
+status 1; Ctrl-C exits 130 quietly; nothing here prints a traceback unless
+FSX_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+import click
+
+from .errors import FsxError
+
+
+class FsxGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FsxError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug: say so plainly, keep the traceback for FSX_DEBUG
+            if os.environ.get("FSX_DEBUG"):
+                traceback.print_exc()
+            raise click.ClickException(
+                f"internal error: {type(e).__name__}: {e} (FSX_DEBUG=1 shows the traceback)"
+            ) from None
+
+
+@click.group(cls=FsxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fs-mlx")
+def main() -> None:
+    """fs-mlx: a small, readable LLM inference engine on MLX."""
+
+
+MODEL = click.argument("model")
+KERNELS = click.option(
+    "--kernels", type=click.Choice(["auto", "metal", "mlx"]), default="auto", show_default=True,
+    help="which implementation runs the ops: hand-written Metal kernels or MLX's own",
+)
+
+
+# --- inspect ---------------------------------------------------------------
+
+@main.command()
+@MODEL
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def inspect(model: str, as_json: bool) -> None:
+    """Describe MODEL without loading its weights: architecture, tensors, memory."""
+    from .inspect import describe, format_report
+
+    report = describe(model)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+# --- tokenize / detokenize ---------------------------------------------------
+
+@main.command()
+@MODEL
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="print the ids as a JSON list")
+@click.option("--no-special", is_flag=True, help="do not add the tokenizer's special tokens (BOS)")
+def tokenize(model: str, text: str, as_json: bool, no_special: bool) -> None:
+    """Show how MODEL's tokenizer splits TEXT ('-' reads standard input)."""
+    from .loading import load_tokenizer
+
+    tok = load_tokenizer(model)
+    text = sys.stdin.read() if text == "-" else text
+    ids = tok.encode(text, add_special_tokens=not no_special)
+    if as_json:
+        click.echo(json.dumps(ids))
+        return
+    for i in ids:
+        click.echo(f"{i:>8}  {tok.id_to_token(i)!r}")
+    click.echo(f"{len(ids)} tokens")
+
+
+@main.command()
+@MODEL
+@click.argument("ids")
+def detokenize(model: str, ids: str) -> None:
+    """Turn IDS (e.g. '1,2,3' or '[1, 2, 3]') back into text."""
+    from .loading import load_tokenizer
+
+    tok = load_tokenizer(model)
+    click.echo(tok.decode(parse_ids(ids, tok.vocab_size)))
+
+
+def parse_ids(text: str, vocab_size: int) -> list[int]:
+    try:
+        ids = [int(t) for t in text.replace("[", " ").replace("]", " ").replace(",", " ").split()]
+    except ValueError:
+        raise FsxError(f"token ids must be integers separated by commas: {text!r}") from None
+    if not ids:
+        raise FsxError("no token ids given")
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise FsxError(f"token id {bad[0]} is outside the vocabulary (0..{vocab_size - 1})")
+    return ids
+
+
+# --- logits -------------------------------------------------------------------
+
+@main.command()
+@MODEL
+@click.option("--text", help="text to run (no chat template; BOS only if the tokenizer adds one)")
+@click.option("--ids", help="token ids to run, e.g. 1,2,3")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="print the top K next tokens after the last position")
+@click.option("--out", type=click.Path(dir_okay=False), help="save float32 logits [tokens, vocab] as .npy")
+@KERNELS
+def logits(model: str, text: str | None, ids: str | None, top: int, out: str | None, kernels: str) -> None:
+    """Run MODEL once over a prompt and show the next-token distribution."""
+    from .forward import logits_for, top_k_report
+    from .loading import load
+    from .ops import set_kernels
+
+    if (text is None) == (ids is None):
+        raise FsxError("give exactly one of --text or --ids")
+    set_kernels(kernels)
+    lm = load(model)
+    tokens = lm.tokenizer.encode(text) if text is not None else parse_ids(ids, lm.config.vocab_size)
+    if not tokens:
+        raise FsxError("the text tokenizes to no tokens")
+    values = logits_for(lm, tokens)  # np.float32 [T, vocab]
+    if out:
+        save_npy_atomic(out, values)
+        click.echo(f"wrote {out}: float32 {list(values.shape)}", err=True)
+    click.echo(top_k_report(lm.tokenizer, tokens, values[-1], top))
+
+
+def save_npy_atomic(path: str, array) -> None:
+    """Write to a temporary file, then rename: an interrupted write leaves no half file."""
+    import numpy as np
+
+    tmp = f"{path}.partial-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise FsxError(f"cannot write {path}: {e.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""ModelConfig: the architecture, read from a checkpoint's config.json.
+
+Field names are the Hugging Face ones (`hidden_size`, `num_key_value_heads`,
+...), so the checkpoint's vocabulary flows through unchanged; unknown keys
+are ignored. One dataclass covers every supported architecture: Qwen3 is a
+Llama with per-head QK-norm and no attention bias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import FsxError
+
+# model_type -> does attention normalise q and k per head (RMSNorm over head_dim)?
+SUPPORTED_ARCHITECTURES = {"qwen3": True, "llama": False}
+
+# These have no sensible default: a checkpoint that lacks one is broken.
+REQUIRED_FIELDS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "intermediate_size",
+    "num_attention_heads",
+    "vocab_size",
+)
+
+
+@dataclass
+class ModelConfig:
+    model_type: str
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    vocab_size: int
+    num_key_value_heads: int | None = None  # None: multi-head (= num_attention_heads)
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    rope_traditional: bool = False  # True: interleaved pairs (llama.cpp order)
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    max_position_embeddings: int = 4096
+    hidden_act: str = "silu"
+    torch_dtype: str | None = None  # the checkpoint's storage dtype, as written
+    eos_token_id: int | list[int] | None = None
+    bos_token_id: int | None = None
+    # mlx-community quantized checkpoints: {"group_size": 64, "bits": 4, ...}
+    quantization: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        self.validate()
+
+    @property
+    def qk_norm(self) -> bool:
+        return SUPPORTED_ARCHITECTURES[self.model_type]
+
+    def validate(self) -> None:
+        if self.model_type not in SUPPORTED_ARCHITECTURES:
+            supported = ", ".join(sorted(SUPPORTED_ARCHITECTURES))
+            raise FsxError(
+                f"unsupported architecture model_type={self.model_type!r}; "
+                f"fs-mlx supports: {supported}"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise FsxError(
+                f"num_attention_heads ({self.num_attention_heads}) is not a multiple "
+                f"of num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.hidden_act not in ("silu", "swish"):
+            raise FsxError(f"unsupported hidden_act {self.hidden_act!r}; only silu (SwiGLU)")
+        kind = (self.rope_scaling or {}).get("rope_type") or (self.rope_scaling or {}).get("type")
+        if kind not in (None, "default", "linear", "llama3"):
+            raise FsxError(f"unsupported rope_scaling type {kind!r}; supported: linear, llama3")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+        missing = [k for k in REQUIRED_FIELDS if d.get(k) is None]
+        if missing:
+            raise FsxError(f"{source}: missing required field(s): {', '.join(missing)}")
+        if d["model_type"] not in SUPPORTED_ARCHITECTURES:
+            supported = ", ".join(sorted(SUPPORTED_ARCHITECTURES))
+            raise FsxError(
+                f"{source}: unsupported architecture model_type={d['model_type']!r}; "
+                f"fs-mlx supports: {supported}"
+            )
+        d = dict(d)
+        # transformers 5 moves rope_theta (and the scaling) into rope_parameters.
+        rope_params = d.get("rope_parameters") or {}
+        if "rope_theta" not in d and "rope_theta" in rope_params:
+            d["rope_theta"] = rope_params["rope_theta"]
+        if d.get("rope_scaling") is None and rope_params.get("rope_type") not in (None, "default"):
+            d["rope_scaling"] = rope_params
+        if d.get("torch_dtype") is None and d.get("dtype") is not None:
+            d["torch_dtype"] = d["dtype"]
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        extra = {k: v for k, v in d.items() if k not in names}
+        try:
+            return cls(**known, extra=extra)
+        except (TypeError, ValueError, ZeroDivisionError) as e:
+            raise FsxError(f"{source}: invalid value: {e}") from None
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FsxError(f"{model_dir}: no config.json (expected a Hugging Face model directory)")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FsxError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise FsxError(f"{path}: expected a JSON object")
+    return ModelConfig.from_dict(d, source=str(path))

@@ -1,0 +1,131 @@
+"""`fsx inspect`: what a checkpoint is, from its headers alone.
+
+Reads config.json and the safetensors headers (never the weights), so it
+answers instantly even for models larger than memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+
+from .config import load_config
+from .loading import resolve_model_dir
+from .weights import tensor_index
+
+COMPUTE_BYTES_CPU = 4  # float32 activations and float weights on MLX's CPU backend
+
+
+def describe(model: str) -> dict:
+    model_dir = resolve_model_dir(model)
+    config = load_config(model_dir)
+    index = tensor_index(model_dir)
+    bits = (config.quantization or {}).get("bits")
+
+    params = 0
+    compute_bytes = 0  # weights once loaded on the CPU backend (floats become fp32)
+    tensors = []
+    for name, t in sorted(index.items(), key=lambda kv: _natural_key(kv[0])):
+        quantized = t.dtype == "U32" and name.endswith(".weight") and bits
+        is_qparam = name.endswith((".scales", ".biases")) and f"{name.rsplit('.', 1)[0]}.weight" in index
+        if quantized:
+            params += math.prod(t.shape) * 32 // bits  # packed uint32 -> logical weights
+        elif not is_qparam:
+            params += math.prod(t.shape)
+        float_tensor = t.dtype in ("F16", "BF16", "F32", "F64")
+        compute_bytes += math.prod(t.shape) * COMPUTE_BYTES_CPU if float_tensor else t.nbytes
+        tensors.append({"name": name, "shape": list(t.shape), "dtype": t.dtype,
+                        "bytes": t.nbytes, "file": t.file.name})
+
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
+    return {
+        "path": str(model_dir),
+        "model_type": config.model_type,
+        "config": {
+            k: getattr(config, k)
+            for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "num_key_value_heads", "head_dim", "intermediate_size", "vocab_size",
+                      "rope_theta", "rms_norm_eps", "tie_word_embeddings",
+                      "max_position_embeddings", "torch_dtype", "quantization")
+        },
+        "qk_norm": config.qk_norm,
+        "parameters": params,
+        "files": sorted({t.file.name for t in index.values()}),
+        "memory": {
+            "weights_on_disk_bytes": sum(t.nbytes for t in index.values()),
+            "weights_cpu_fp32_bytes": compute_bytes,
+            "kv_cache_bytes_per_token_fp32": kv_per_token * 4,
+            "kv_cache_bytes_per_token_bf16": kv_per_token * 2,
+            "kv_cache_bytes_full_context_fp32": kv_per_token * 4 * config.max_position_embeddings,
+        },
+        "tensors": tensors,
+    }
+
+
+def format_report(r: dict) -> str:
+    c, m = r["config"], r["memory"]
+    group = c["num_attention_heads"] // c["num_key_value_heads"]
+    attn = "multi-head" if group == 1 else f"grouped-query ({group} query heads per KV head)"
+    lines = [
+        f"{r['path']}",
+        f"  architecture   {r['model_type']}{' (per-head QK-norm)' if r['qk_norm'] else ''}",
+        f"  parameters     {_count(r['parameters'])}",
+        f"  layers         {c['num_hidden_layers']} x hidden {c['hidden_size']}, "
+        f"MLP {c['intermediate_size']}",
+        f"  attention      {c['num_attention_heads']} heads, {c['num_key_value_heads']} KV heads, "
+        f"head_dim {c['head_dim']}: {attn}",
+        f"  vocabulary     {c['vocab_size']}, embeddings "
+        f"{'tied' if c['tie_word_embeddings'] else 'untied'}",
+        f"  RoPE           theta {c['rope_theta']:g}, context {c['max_position_embeddings']}",
+        f"  stored as      {c['torch_dtype'] or '?'}"
+        + (f", quantized {c['quantization']}" if c["quantization"] else ""),
+        "memory",
+        f"  weights on disk         {_bytes(m['weights_on_disk_bytes'])}",
+        f"  weights loaded (CPU)    {_bytes(m['weights_cpu_fp32_bytes'])}  (float weights as fp32)",
+        f"  KV cache per token      {_bytes(m['kv_cache_bytes_per_token_fp32'])} fp32, "
+        f"{_bytes(m['kv_cache_bytes_per_token_bf16'])} bf16",
+        f"  KV cache, full context  {_bytes(m['kv_cache_bytes_full_context_fp32'])} fp32",
+        f"tensors ({len(r['tensors'])}; layers folded where all layers agree)",
+    ]
+    for name, shape, dtype, n in _fold_layers(r["tensors"], c["num_hidden_layers"]):
+        times = f" x{n}" if n > 1 else ""
+        lines.append(f"  {name:<52} {str(shape):<18} {dtype:<5}{times}")
+    return "\n".join(lines)
+
+
+def _fold_layers(tensors: list[dict], n_layers: int):
+    """Print model.layers.N.x once when every layer has the same shape and dtype."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for t in tensors:
+        groups[re.sub(r"\.layers\.\d+\.", ".layers.N.", t["name"])].append(t)
+    seen = set()
+    for t in tensors:
+        key = re.sub(r"\.layers\.\d+\.", ".layers.N.", t["name"])
+        members = groups[key]
+        uniform = len(members) == n_layers and len({(str(x["shape"]), x["dtype"]) for x in members}) == 1
+        if key != t["name"] and uniform:
+            if key not in seen:
+                seen.add(key)
+                yield key, t["shape"], t["dtype"], len(members)
+        else:
+            yield t["name"], t["shape"], t["dtype"], 1
+
+
+def _natural_key(name: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit} ({n:,})"
+    return str(n)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

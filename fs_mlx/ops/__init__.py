@@ -1,0 +1,84 @@
+"""The ops seam: every numeric op the model uses, behind one switch.
+
+The model never calls a kernel directly; it calls `ops.rms_norm`, `ops.rope`,
+... Which implementation answers is chosen once with `set_kernels`:
+
+- "mlx":   MLX's own ops (fs_mlx/ops/reference.py) — runs anywhere MLX runs;
+- "metal": the hand-written kernels in metal/*.metal (Apple GPUs);
+- "auto":  metal where `mx.metal.is_available()`, else mlx.
+
+Every op also counts its calls (`launch_counts`), so the number of kernel
+launches per decoded token is measurable on any machine.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import ModuleType
+
+import mlx.core as mx
+
+from ..errors import FsxError
+from . import reference
+
+KERNEL_CHOICES = ("auto", "metal", "mlx")
+
+_impl: ModuleType = reference
+_name = "mlx"
+launch_counts: Counter[str] = Counter()
+
+
+def set_kernels(choice: str = "auto") -> str:
+    """Select the implementation behind the seam; returns the name in use."""
+    global _impl, _name
+    if choice not in KERNEL_CHOICES:
+        raise FsxError(f"--kernels must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
+    if choice == "auto":
+        choice = "metal" if mx.metal.is_available() else "mlx"
+    if choice == "metal":
+        if not mx.metal.is_available():
+            raise FsxError("--kernels metal needs an Apple GPU (Metal is not available here)")
+        from .. import kernels  # imported lazily: builds Metal kernel objects
+
+        _impl, _name = kernels, "metal"
+    else:
+        _impl, _name = reference, "mlx"
+    return _name
+
+
+def kernels_in_use() -> str:
+    return _name
+
+
+def rms_norm(x, weight, eps):
+    launch_counts["rms_norm"] += 1
+    return _impl.rms_norm(x, weight, eps)
+
+
+def rope(x, dims, *, traditional, base, scale, offset, freqs=None):
+    launch_counts["rope"] += 1
+    return _impl.rope(
+        x, dims, traditional=traditional, base=base, scale=scale, offset=offset, freqs=freqs
+    )
+
+
+def attention(q, k, v, *, scale, mask):
+    launch_counts["attention"] += 1
+    return _impl.attention(q, k, v, scale=scale, mask=mask)
+
+
+def swiglu(gate, up):
+    launch_counts["swiglu"] += 1
+    return _impl.swiglu(gate, up)
+
+
+def linear(x, weight, bias=None):
+    launch_counts["matmul"] += 1
+    return _impl.linear(x, weight, bias)
+
+
+def quantized_matmul(x, w, scales, biases, *, transpose=True, group_size=64, bits=4):
+    launch_counts["quantized_matmul"] += 1
+    return _impl.quantized_matmul(
+        x, w, scales, biases, transpose=transpose, group_size=group_size, bits=bits
+    )

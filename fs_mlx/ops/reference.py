@@ -1,0 +1,65 @@
+"""The reference twins: every op written with MLX's own primitives.
+
+This is the implementation that runs wherever MLX runs (CPU, CUDA, Metal),
+and the one each hand-written Metal kernel is tested against.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+
+def rms_norm(x: mx.array, weight: mx.array, eps: float) -> mx.array:
+    # x: [..., D], weight: [D]
+    return mx.fast.rms_norm(x, weight, eps)
+
+
+def rope(
+    x: mx.array,
+    dims: int,
+    *,
+    traditional: bool,
+    base: float | None,
+    scale: float,
+    offset: int | mx.array,
+    freqs: mx.array | None = None,
+) -> mx.array:
+    # x: [B, H, L, D]; positions are offset, offset+1, ..., offset+L-1
+    return mx.fast.rope(
+        x, dims, traditional=traditional, base=base, scale=scale, offset=offset, freqs=freqs
+    )
+
+
+def attention(
+    q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask: str | mx.array | None
+) -> mx.array:
+    # q: [B, Hq, L, D], k/v: [B, Hkv, S, D] with Hq % Hkv == 0 (grouped-query)
+    # mask "causal": query i sees keys 0 .. S-L+i (the queries are the last L keys)
+    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+
+
+def swiglu(gate: mx.array, up: mx.array) -> mx.array:
+    # silu(gate) * up, computed in the input dtype
+    return gate * mx.sigmoid(gate) * up
+
+
+def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
+    # x: [..., in], weight: [out, in] (PyTorch layout) -> [..., out]
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+def quantized_matmul(
+    x: mx.array,
+    w: mx.array,
+    scales: mx.array,
+    biases: mx.array,
+    *,
+    transpose: bool = True,
+    group_size: int = 64,
+    bits: int = 4,
+) -> mx.array:
+    # x: [..., in], w: uint32 [out, in*bits/32], scales/biases: [out, in/group_size]
+    return mx.quantized_matmul(
+        x, w, scales, biases, transpose=transpose, group_size=group_size, bits=bits
+    )
