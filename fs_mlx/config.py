@@ -87,15 +87,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
-        missing = [k for k in REQUIRED_FIELDS if d.get(k) is None]
-        if missing:
-            raise FsxError(f"{source}: missing required field(s): {', '.join(missing)}")
-        if d["model_type"] not in SUPPORTED_ARCHITECTURES:
+        # An unsupported architecture is the more useful message: check it first.
+        if d.get("model_type") is not None and d["model_type"] not in SUPPORTED_ARCHITECTURES:
             supported = ", ".join(sorted(SUPPORTED_ARCHITECTURES))
             raise FsxError(
                 f"{source}: unsupported architecture model_type={d['model_type']!r}; "
                 f"fs-mlx supports: {supported}"
             )
+        missing = [k for k in REQUIRED_FIELDS if d.get(k) is None]
+        if missing:
+            raise FsxError(f"{source}: missing required field(s): {', '.join(missing)}")
         d = dict(d)
         # transformers 5 moves rope_theta (and the scaling) into rope_parameters.
         rope_params = d.get("rope_parameters") or {}
