@@ -139,6 +139,128 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
     click.echo(top_k_report(lm.tokenizer, tokens, values[-1], top))
 
 
+# --- generation: shared options ----------------------------------------------
+
+def sampling_options(f):
+    """--temp, --top-k, ... for run and generate. Unset options take the
+    checkpoint's generation_config.json defaults, else greedy."""
+    opts = [
+        click.option("--temp", "temperature", type=float, help="temperature; 0 = greedy"),
+        click.option("--top-k", type=int, help="keep the K most likely tokens (0 = off)"),
+        click.option("--top-p", type=float, help="keep the smallest set with probability >= P"),
+        click.option("--min-p", type=float, help="drop tokens below P x the top probability"),
+        click.option("--repetition-penalty", type=float, help="> 1 discourages repeats (1 = off)"),
+        click.option("--presence-penalty", type=float, help="subtracted from seen tokens (0 = off)"),
+        click.option("--seed", type=int, help="random seed, for reproducible sampling"),
+        click.option("--stop", multiple=True, help="stop when this text appears (repeatable)"),
+        click.option("--system", help="system prompt"),
+        click.option("--no-think", is_flag=True, help="Qwen3: answer without thinking first"),
+        click.option("--hide-think", is_flag=True, help="do not print the thinking text"),
+        click.option("--context", type=click.IntRange(min=16), help="context window in tokens "
+                     "(default: the model's, at most 32768)"),
+        KERNELS,
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+                 "presence_penalty", "seed")
+
+
+def prepare(model: str, kernels: str, kw: dict, quiet: bool = False):
+    """Load the model and settle the sampling parameters (user > checkpoint > greedy)."""
+    import time
+
+    from .loading import load
+    from .ops import set_kernels
+    from .sample import checkpoint_defaults, resolve_params
+
+    user = {k: kw.get(k) for k in SAMPLING_KEYS}
+    resolve_params(user, {})  # reject bad options before a long load
+    set_kernels(kernels)
+    if not quiet:
+        click.echo(f"loading {model} ...", err=True)
+    t = time.perf_counter()
+    lm = load(model)
+    params, described = resolve_params(user, checkpoint_defaults(lm.path if lm.path.is_dir() else None))
+    context = min(kw.get("context") or 32768, lm.config.max_position_embeddings)
+    if not quiet:
+        click.echo(f"loaded in {time.perf_counter() - t:.1f} s | sampling: {described} | "
+                   f"context {context} | kernels {kernels}", err=True)
+    return lm, params, context
+
+
+# --- generate -------------------------------------------------------------------
+
+@main.command()
+@MODEL
+@click.option("--prompt", "-p", required=True, help="the prompt; '-' reads standard input")
+@click.option("--raw", is_flag=True, help="no chat template: the prompt is the model's input as is")
+@click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--ignore-eos", is_flag=True, help="keep going past end-of-sequence tokens")
+@click.option("--json", "as_json", is_flag=True,
+              help="print one JSON object: text, tokens, prompt_tokens, finish_reason, stats")
+@sampling_options
+def generate(model: str, prompt: str, raw: bool, max_tokens: int, ignore_eos: bool,
+             as_json: bool, kernels: str, **kw) -> None:
+    """Generate one reply to PROMPT and exit (scriptable: text to stdout, stats to stderr)."""
+    from .chat import Conversation
+    from .generate import stream_generate
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    lm, params, context = prepare(model, kernels, kw, quiet=as_json)
+    if raw:
+        ids = lm.tokenizer.encode(prompt)
+    else:
+        conv = Conversation(lm.tokenizer, system=kw.get("system"), think=not kw.get("no_think"))
+        conv.turns.append({"role": "user", "content": prompt})
+        ids = conv.prompt_tokens()
+
+    from .repl import ThinkingPrinter
+
+    printer = ThinkingPrinter(sys.stdout, hide=kw.get("hide_think", False), color=sys.stdout.isatty())
+    text, tokens = [], []
+    for r in stream_generate(lm, ids, params, max_tokens=max_tokens, stop=tuple(kw.get("stop") or ()),
+                             ignore_eos=ignore_eos, context=context):
+        text.append(r.text)
+        if r.token is not None:
+            tokens.append(r.token)
+        if not as_json:
+            printer.write(r.text)
+        final = r
+    if as_json:
+        click.echo(json.dumps({
+            "text": "".join(text), "tokens": tokens, "prompt_tokens": len(ids),
+            "finish_reason": final.finish_reason, "stats": final.stats.as_dict(),
+        }, ensure_ascii=False))
+    else:
+        printer.end()
+        click.echo()
+        click.echo(f"[{final.stats.line()} | finish: {final.finish_reason}]", err=True)
+
+
+# --- run --------------------------------------------------------------------------
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=512, show_default=True,
+              help="longest reply")
+@sampling_options
+def run(model: str | None, max_tokens: int, kernels: str, **kw) -> None:
+    """Chat with MODEL in the terminal."""
+    from .repl import ChatOptions, ChatSession, chat_loop
+
+    if model is None:
+        raise FsxError("give a MODEL (a local Hugging Face directory)")
+    lm, params, context = prepare(model, kernels, kw)
+    opts = ChatOptions(params=params, max_tokens=max_tokens, context=context,
+                       hide_think=kw.get("hide_think", False), stop=tuple(kw.get("stop") or ()))
+    chat_loop(ChatSession(lm, opts, system=kw.get("system"), think=not kw.get("no_think")))
+
+
 def save_npy_atomic(path: str, array) -> None:
     """Write to a temporary file, then rename: an interrupted write leaves no half file."""
     import numpy as np

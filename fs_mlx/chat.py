@@ -1,0 +1,119 @@
+"""Chat templates: from a list of messages to the exact prompt a model was trained on.
+
+Each checkpoint ships its own Jinja template (tokenizer_config.json or
+chat_template.jinja). Templates are untrusted input, so they are rendered in
+Jinja's immutable sandbox, with the same globals transformers provides
+(`raise_exception`, `strftime_now`, a `tojson` that keeps non-ASCII text).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import FsxError
+from .tokenizer import Tokenizer
+
+# For models without a template: plain ChatML, which most instruction-tuned models know.
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _raise(message: str):
+    raise TemplateError(message)
+
+
+@lru_cache(maxsize=8)
+def _compile(source: str):
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+def render(
+    tokenizer: Tokenizer,
+    messages: list[dict],
+    add_generation_prompt: bool = True,
+    **kwargs,
+) -> str:
+    """The prompt text for `messages`; kwargs reach the template (enable_thinking=...)."""
+    source = tokenizer.chat_template or CHATML
+    try:
+        return _compile(source).render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            **tokenizer.special_tokens,
+            **kwargs,
+        )
+    except TemplateError as e:
+        raise FsxError(f"the model's chat template failed: {e}") from None
+
+
+def has_thinking(tokenizer: Tokenizer) -> bool:
+    """Qwen3-style templates understand enable_thinking and <think> blocks."""
+    return bool(tokenizer.chat_template and "enable_thinking" in tokenizer.chat_template)
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """'<think>x</think>answer' -> ('x', 'answer'); no block -> ('', text)."""
+    if "</think>" not in text:
+        return "", text
+    thought, _, answer = text.partition("</think>")
+    return thought.replace("<think>", "").strip(), answer.lstrip("\n")
+
+
+class Conversation:
+    """The messages of one chat, and the prompt tokens for the next reply."""
+
+    def __init__(self, tokenizer: Tokenizer, system: str | None = None, think: bool = True):
+        self.tokenizer = tokenizer
+        self.system = system
+        self.think = think
+        self.turns: list[dict] = []  # user / assistant messages, oldest first
+
+    @property
+    def messages(self) -> list[dict]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.turns
+
+    def prompt_tokens(self) -> list[int]:
+        kwargs = {"enable_thinking": self.think} if has_thinking(self.tokenizer) else {}
+        text = render(self.tokenizer, self.messages, add_generation_prompt=True, **kwargs)
+        # The template writes the special tokens itself (BOS included): add none.
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def fit(self, context: int, reserve: int) -> int:
+        """Drop the oldest turns until the prompt plus `reserve` new tokens fit `context`.
+
+        Returns how many turns were dropped (the system prompt is always kept);
+        raises if even the last user message alone does not fit.
+        """
+        dropped = 0
+        while len(self.prompt_tokens()) + reserve > context:
+            if len(self.turns) <= 1:
+                raise FsxError(
+                    f"the message is too long: {len(self.prompt_tokens())} prompt tokens + "
+                    f"{reserve} for the reply exceed the context of {context} tokens"
+                )
+            self.turns.pop(0)
+            dropped += 1
+            # Keep turns starting with a user message, as templates expect.
+            while self.turns and self.turns[0]["role"] != "user":
+                self.turns.pop(0)
+                dropped += 1
+        return dropped
+
+    def reset(self) -> None:
+        self.turns.clear()

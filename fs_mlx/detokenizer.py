@@ -1,0 +1,48 @@
+"""Streaming detokenization: print text as tokens arrive, never half a character.
+
+One token is not always whole text. A byte-level BPE may split an emoji's
+four UTF-8 bytes over several tokens, and a SentencePiece-style (Metaspace)
+tokenizer only knows whether "▁word" means " word" or "word" from what came
+before it. So each new token is decoded together with the token before it
+("prefix" context), and the difference is emitted only once it no longer ends
+in U+FFFD, the replacement character that marks an incomplete UTF-8 sequence.
+(This is the prefix-offset method used by text-generation-inference.)
+"""
+
+from __future__ import annotations
+
+from .tokenizer import Tokenizer
+
+REPLACEMENT = "\ufffd"
+
+
+class StreamingDetokenizer:
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.prefix = 0  # tokens[prefix:read] are the context already printed
+        self.read = 0  # tokens[read:] are not printed yet
+        self.text = ""  # everything emitted so far
+
+    def add(self, token: int) -> str:
+        """Add one token; return the new text that is now safe to print (maybe "")."""
+        self.tokens.append(token)
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self.prefix:self.read])
+        now = decode(self.tokens[self.prefix:])
+        if len(now) > len(before) and not now.endswith(REPLACEMENT):
+            delta = now[len(before):]
+            self.prefix, self.read = self.read, len(self.tokens)
+            self.text += delta
+            return delta
+        return ""
+
+    def flush(self) -> str:
+        """At the end: whatever is still held back (an incomplete character stays as U+FFFD)."""
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self.prefix:self.read])
+        now = decode(self.tokens[self.prefix:])
+        delta = now[len(before):] if len(now) > len(before) else ""
+        self.prefix = self.read = len(self.tokens)
+        self.text += delta
+        return delta
