@@ -5,7 +5,8 @@ four UTF-8 bytes over several tokens, and a SentencePiece-style (Metaspace)
 tokenizer only knows whether "▁word" means " word" or "word" from what came
 before it. So each new token is decoded together with the token before it
 ("prefix" context), and the difference is emitted only once it no longer ends
-in U+FFFD, the replacement character that marks an incomplete UTF-8 sequence.
+in U+FFFD, the replacement character that marks an incomplete UTF-8 sequence
+(or once 4 tokens have piled up: then the bytes are invalid, not incomplete).
 (This is the prefix-offset method used by text-generation-inference.)
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from .tokenizer import Tokenizer
 
 REPLACEMENT = "\ufffd"
+MAX_CHAR_BYTES = 4
 
 
 class StreamingDetokenizer:
@@ -30,7 +32,10 @@ class StreamingDetokenizer:
         decode = self.tokenizer.decode
         before = decode(self.tokens[self.prefix:self.read])
         now = decode(self.tokens[self.prefix:])
-        if len(now) > len(before) and not now.endswith(REPLACEMENT):
+        # No UTF-8 character spans more than 4 bytes (so 4 tokens): past that the
+        # bytes are invalid, not incomplete, and waiting longer would stall the stream.
+        complete = not now.endswith(REPLACEMENT) or len(self.tokens) - self.read >= MAX_CHAR_BYTES
+        if len(now) > len(before) and complete:
             delta = now[len(before):]
             self.prefix, self.read = self.read, len(self.tokens)
             self.text += delta
