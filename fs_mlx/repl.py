@@ -126,15 +126,16 @@ class ChatSession:
         if dropped:
             self.say(f"[context full: dropped the {dropped} oldest message(s) to fit "
                      f"{self.opts.context} tokens]")
-        prompt = self.conv.prompt_tokens()
         printer = ThinkingPrinter(self.out, self.opts.hide_think, self.color)
         parts: list[str] = []
         finish = "interrupted"
-        stream = stream_generate(
-            self.lm, prompt, self.opts.params, max_tokens=self.opts.max_tokens,
-            stop=self.opts.stop, cache=self.cache, context=self.opts.context,
-        )
+        stream = None
         try:
+            prompt = self.conv.prompt_tokens()
+            stream = stream_generate(
+                self.lm, prompt, self.opts.params, max_tokens=self.opts.max_tokens,
+                stop=self.opts.stop, cache=self.cache, context=self.opts.context,
+            )
             for r in stream:
                 parts.append(r.text)
                 printer.write(r.text)
@@ -143,10 +144,14 @@ class ChatSession:
         except KeyboardInterrupt:
             pass  # stop this reply only
         finally:
-            stream.close()  # syncs the KV cache with what was actually computed
+            if stream is not None:
+                stream.close()  # syncs the KV cache with what was actually computed
             printer.end()
         text = "".join(parts)
-        self.conv.turns.append({"role": "assistant", "content": text})
+        if text or finish != "interrupted":
+            self.conv.turns.append({"role": "assistant", "content": text})
+        else:  # stopped before a word was said: as if the message was never sent
+            self.conv.turns.pop()
         self.out.write("\n")
         if finish == "interrupted":
             self.say("[interrupted]")
