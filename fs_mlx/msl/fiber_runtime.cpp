@@ -1,0 +1,535 @@
+// fiber_runtime.cpp — runs a kernel's Metal threads as fibers.
+//
+// Compiled once into a cached shared object. A launch walks the grid one
+// threadgroup at a time. Inside a threadgroup every Metal thread is a fiber
+// with its own stack; the scheduler resumes them in the chosen order and each
+// runs until it finishes or blocks at a threadgroup_barrier or a SIMD-group
+// operation. When nothing can run:
+//   1. in each SIMD group, the lanes waiting at the textually-first call site
+//      are resolved together (their operands combined, results written back)
+//      — those lanes are the "active" lanes of that operation;
+//   2. otherwise every live thread is at a barrier, and all are released.
+// Exited threads count as arrived at barriers and are inactive in SIMD ops.
+//
+// Faults (out-of-bounds, stack overflow, division by zero), hangs caught by
+// the watchdog and errors raised by the kernel all land in one siglongjmp
+// back to msl_run, which returns a message instead of killing Python.
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "msl_abi.h"
+
+#if !defined(MSL_FIBER_UCONTEXT) && !(defined(__x86_64__) || defined(__aarch64__))
+#define MSL_FIBER_UCONTEXT 1
+#endif
+#ifdef MSL_FIBER_UCONTEXT
+#include <ucontext.h>
+#endif
+
+#define MSL_EXPORT extern "C" __attribute__((visibility("default")))
+
+enum { ST_READY = 0, ST_BLOCKED = 1, ST_DONE = 2 };
+static const unsigned MSL_MAX_TG = 1024;       // Metal's maxTotalThreadsPerThreadgroup
+static const unsigned long MSL_TG_LIMIT = 32768;  // Metal's threadgroup memory limit
+
+// ---------------------------------------------------------------- context switch
+// msl_switch(save, to): saves callee-saved registers on the current stack,
+// stores the stack pointer in *save, and resumes the fiber whose stack
+// pointer is `to`. Hand-written because swapcontext makes a syscall
+// (sigprocmask) per switch, about 8x slower.
+extern "C" void msl_switch(void** save, void* to);
+extern "C" void msl_fiber_trampoline();
+extern "C" void msl_fiber_main(msl_thread* t);
+
+#if defined(__APPLE__)
+#define MSL_SYM(name) "_" #name
+#else
+#define MSL_SYM(name) #name
+#endif
+
+#if !defined(MSL_FIBER_UCONTEXT) && defined(__x86_64__)
+asm(".text\n"
+    ".globl " MSL_SYM(msl_switch) "\n"
+    MSL_SYM(msl_switch) ":\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".globl " MSL_SYM(msl_fiber_trampoline) "\n"
+    MSL_SYM(msl_fiber_trampoline) ":\n"
+    "  movq %r12, %rdi\n"
+    "  call " MSL_SYM(msl_fiber_main) "\n"
+    "  ud2\n");
+
+// Lay out a fresh stack so that msl_switch "returns" into the trampoline
+// with the thread pointer in r12 and a 16-byte aligned stack at the call.
+static void* fiber_prepare(char* lo, unsigned long size, msl_thread* t) {
+  unsigned long top = ((unsigned long)(lo + size)) & ~15UL;
+  unsigned long* sp = (unsigned long*)(top - 24);
+  *sp = (unsigned long)&msl_fiber_trampoline;   // return address
+  *--sp = 0;                                      // rbp
+  *--sp = 0;                                      // rbx
+  *--sp = (unsigned long)t;                       // r12
+  *--sp = 0; *--sp = 0; *--sp = 0;                // r13 r14 r15
+  unsigned int csr[2];
+  asm volatile("stmxcsr %0" : "=m"(csr[0]));
+  asm volatile("fnstcw %0" : "=m"(*(unsigned short*)&csr[1]));
+  *--sp = (unsigned long)csr[0] | ((unsigned long)(csr[1] & 0xffff) << 32);
+  return sp;
+}
+#elif !defined(MSL_FIBER_UCONTEXT) && defined(__aarch64__)
+asm(".text\n"
+    ".globl " MSL_SYM(msl_switch) "\n"
+    ".p2align 2\n"
+    MSL_SYM(msl_switch) ":\n"
+    "  sub sp, sp, #176\n"
+    "  stp x19, x20, [sp, #0]\n  stp x21, x22, [sp, #16]\n  stp x23, x24, [sp, #32]\n"
+    "  stp x25, x26, [sp, #48]\n  stp x27, x28, [sp, #64]\n  stp x29, x30, [sp, #80]\n"
+    "  stp d8, d9, [sp, #96]\n  stp d10, d11, [sp, #112]\n  stp d12, d13, [sp, #128]\n"
+    "  stp d14, d15, [sp, #144]\n"
+    "  mov x2, sp\n  str x2, [x0]\n  mov sp, x1\n"
+    "  ldp x19, x20, [sp, #0]\n  ldp x21, x22, [sp, #16]\n  ldp x23, x24, [sp, #32]\n"
+    "  ldp x25, x26, [sp, #48]\n  ldp x27, x28, [sp, #64]\n  ldp x29, x30, [sp, #80]\n"
+    "  ldp d8, d9, [sp, #96]\n  ldp d10, d11, [sp, #112]\n  ldp d12, d13, [sp, #128]\n"
+    "  ldp d14, d15, [sp, #144]\n"
+    "  add sp, sp, #176\n  ret\n"
+    ".globl " MSL_SYM(msl_fiber_trampoline) "\n"
+    ".p2align 2\n"
+    MSL_SYM(msl_fiber_trampoline) ":\n"
+    "  mov x0, x19\n  bl " MSL_SYM(msl_fiber_main) "\n  brk #0\n");
+
+static void* fiber_prepare(char* lo, unsigned long size, msl_thread* t) {
+  unsigned long top = ((unsigned long)(lo + size)) & ~15UL;
+  unsigned long* sp = (unsigned long*)(top - 176);
+  memset(sp, 0, 176);
+  sp[0] = (unsigned long)t;                                // x19
+  sp[11] = (unsigned long)&msl_fiber_trampoline;           // x30
+  return sp;
+}
+#else
+// Portable fallback: ucontext (slower: a syscall per switch).
+static ucontext_t g_sched_uctx;
+static void fiber_uc_start(unsigned hi, unsigned lo) {
+  msl_fiber_main((msl_thread*)(((unsigned long)hi << 32) | lo));
+}
+#endif
+
+// ---------------------------------------------------------------- launch state
+struct group_state {
+  msl_thread* threads;        // n threads of this threadgroup
+  unsigned n;
+  unsigned alive;
+  unsigned perm[MSL_MAX_TG];  // resume order
+  unsigned long tg_used;
+  unsigned nsites;
+  unsigned site_ids[256];
+  unsigned long site_off[256];
+};
+
+static msl_api g_api;
+static const msl_launch* g_launch;
+static group_state g_group;
+static msl_thread g_threads[MSL_MAX_TG];
+static void* g_sched_sp;
+static sigjmp_buf g_jmp;
+static volatile sig_atomic_t g_in_launch;
+static volatile sig_atomic_t g_timed_out;
+static char g_altstack[1 << 16];
+
+static void describe_site(char* buf, unsigned long cap, unsigned site) {
+  unsigned line = (site >> 10) & 0x1fffff, col = site & 0x3ff;
+  snprintf(buf, cap, "line %u col %u of the kernel %s", line, col,
+           (site >> 31) ? "body" : "header");
+}
+
+static void describe_thread(char* buf, unsigned long cap, const msl_thread* t) {
+  if (!t) { snprintf(buf, cap, "the scheduler"); return; }
+  snprintf(buf, cap, "thread_position_in_grid (%u, %u, %u)", t->thread_position_in_grid[0],
+           t->thread_position_in_grid[1], t->thread_position_in_grid[2]);
+}
+
+// Leave the launch with an error; works from a fiber or a signal handler.
+[[noreturn]] static void bail(int code) { siglongjmp(g_jmp, code); }
+
+static void fail_msg(msl_thread* t, const char* msg) {
+  char who[96];
+  describe_thread(who, sizeof who, t);
+  snprintf(g_launch->err, g_launch->err_cap, "%s (in %s)", msg, who);
+  bail(3);
+}
+
+// ---------------------------------------------------------------- fibers
+static inline void switch_to_scheduler(msl_thread* t) {
+#ifdef MSL_FIBER_UCONTEXT
+  swapcontext((ucontext_t*)t->uctx, &g_sched_uctx);
+#else
+  msl_switch(&t->sp, g_sched_sp);
+#endif
+}
+
+extern "C" void msl_fiber_main(msl_thread* t) {
+  g_launch->entry(g_launch->buffers, t);
+  t->state = ST_DONE;
+  t->kind = MSL_WAIT_NONE;
+  g_group.alive--;
+  switch_to_scheduler(t);
+  __builtin_trap();  // a finished fiber is never resumed
+}
+
+static void api_block(msl_thread* t) {
+  t->state = ST_BLOCKED;
+  switch_to_scheduler(t);
+}
+
+static void* api_tg_alloc(msl_thread* t, unsigned site, unsigned long size, unsigned long align) {
+  group_state& g = g_group;
+  for (unsigned i = 0; i < g.nsites; i++)
+    if (g.site_ids[i] == site) return g_launch->tg_mem + g.site_off[i];
+  if (align < 16) align = 16;
+  unsigned long off = (g.tg_used + align - 1) & ~(align - 1);
+  if (off + size > MSL_TG_LIMIT || off + size > g_launch->tg_mem_size || g.nsites == 256) {
+    char m[200];
+    snprintf(m, sizeof m, "threadgroup memory exceeds Metal's limit of %lu bytes (asked for %lu more at %lu)",
+             MSL_TG_LIMIT, size, off);
+    fail_msg(t, m);
+  }
+  // Poison: all-ones bytes read as NaN for float/half/bfloat and -1 for ints,
+  // so a read before any write shows up in the output.
+  memset(g_launch->tg_mem + off, 0xff, size);
+  g.site_ids[g.nsites] = site;
+  g.site_off[g.nsites++] = off;
+  g.tg_used = off + size;
+  return g_launch->tg_mem + off;
+}
+
+static void api_fail(msl_thread* t, const char* msg) { fail_msg(t, msg); }
+
+// ---------------------------------------------------------------- signals
+static struct sigaction g_old[5];
+static const int g_sigs[5] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGUSR2};
+static stack_t g_old_alt;
+
+static void on_signal(int sig, siginfo_t* info, void*) {
+  if (!g_in_launch) return;
+  const msl_launch* L = g_launch;
+  msl_thread* t = g_api.current;
+  char who[96];
+  describe_thread(who, sizeof who, t);
+  if (sig == SIGUSR2) {
+    if (!g_timed_out) return;
+    snprintf(L->err, L->err_cap,
+             "watchdog: the kernel ran longer than %.3g s; last running: %s. Fibers are not "
+             "preempted, so a thread spin-waiting for another thread's write never ends "
+             "(set a larger watchdog if the kernel is just slow)", L->watchdog_s, who);
+    bail(2);
+  }
+  if (sig == SIGFPE) {
+    snprintf(L->err, L->err_cap, "arithmetic fault (integer division by zero?) in %s", who);
+    bail(4);
+  }
+  unsigned long a = (unsigned long)info->si_addr;
+  for (int i = 0; i < L->nranges; i++) {
+    unsigned long lo = L->range_lo[i], hi = L->range_hi[i];
+    if (a + 65536 >= lo && a < hi + 65536) {
+      snprintf(L->err, L->err_cap, "@OOB %d %ld %lu %s", i, (long)(a - lo), hi - lo, who);
+      bail(5);
+    }
+  }
+  for (unsigned long i = 0; i < L->nstacks; i++) {
+    char* lo = L->stacks + i * L->stack_size;
+    if (a >= (unsigned long)lo && a < (unsigned long)lo + 4096) {
+      snprintf(L->err, L->err_cap,
+               "stack overflow in %s: each Metal thread has a %lu KiB stack (FSX_MSL_STACK_KB)",
+               who, L->stack_size / 1024);
+      bail(6);
+    }
+  }
+  snprintf(L->err, L->err_cap, "%s at address 0x%lx in %s (a wild pointer?)",
+           sig == SIGILL ? "illegal instruction" : "memory fault", a, who);
+  bail(7);
+}
+
+static void install_signals() {
+  stack_t ss;
+  ss.ss_sp = g_altstack;
+  ss.ss_size = sizeof g_altstack;
+  ss.ss_flags = 0;
+  sigaltstack(&ss, &g_old_alt);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_signal;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  for (int i = 0; i < 5; i++) sigaction(g_sigs[i], &sa, &g_old[i]);
+}
+
+static void restore_signals() {
+  for (int i = 0; i < 5; i++) sigaction(g_sigs[i], &g_old[i], 0);
+  sigaltstack(&g_old_alt, 0);
+}
+
+// The watchdog is a helper thread that waits for the launch to finish and,
+// past the deadline, interrupts the running fiber with SIGUSR2.
+struct watchdog {
+  pthread_t th;
+  pthread_t target;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  double seconds;
+};
+
+static void* watchdog_main(void* p) {
+  watchdog* w = (watchdog*)p;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  double s = w->seconds;
+  ts.tv_sec += (time_t)s;
+  ts.tv_nsec += (long)((s - (double)(time_t)s) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+  pthread_mutex_lock(&w->mu);
+  while (!w->done) {
+    if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0) {
+      if (!w->done) {
+        g_timed_out = 1;
+        pthread_kill(w->target, SIGUSR2);
+      }
+      break;
+    }
+  }
+  pthread_mutex_unlock(&w->mu);
+  return 0;
+}
+
+// ---------------------------------------------------------------- scheduling
+static unsigned long long g_rng;
+static unsigned rand_below(unsigned n) {
+  g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+  return (unsigned)(g_rng % n);
+}
+
+static void make_order(group_state& g, int order) {
+  for (unsigned i = 0; i < g.n; i++) g.perm[i] = order == 1 ? g.n - 1 - i : i;
+  if (order == 2)
+    for (unsigned i = g.n - 1; i > 0; i--) {
+      unsigned j = rand_below(i + 1), tmp = g.perm[i];
+      g.perm[i] = g.perm[j];
+      g.perm[j] = tmp;
+    }
+}
+
+static inline void resume(msl_thread* t) {
+  g_api.current = t;
+  t->state = ST_READY;
+#ifdef MSL_FIBER_UCONTEXT
+  swapcontext(&g_sched_uctx, (ucontext_t*)t->uctx);
+#else
+  msl_switch(&g_sched_sp, t->sp);
+#endif
+  g_api.current = 0;
+}
+
+// Resolve one SIMD operation per SIMD group; returns how many lanes resumed.
+static unsigned resolve_simd(group_state& g) {
+  unsigned woke = 0;
+  for (unsigned base = 0; base < g.n; base += 32) {
+    unsigned end = base + 32 < g.n ? base + 32 : g.n;
+    unsigned best = 0xffffffffu;
+    for (unsigned i = base; i < end; i++) {
+      msl_thread* t = &g.threads[i];
+      if (t->state == ST_BLOCKED && t->kind == MSL_WAIT_SIMD && t->site < best) best = t->site;
+    }
+    if (best == 0xffffffffu) continue;
+    msl_thread* by_lane[32] = {0};
+    unsigned mask = 0;
+    msl_resolve_fn fn = 0;
+    for (unsigned i = base; i < end; i++) {
+      msl_thread* t = &g.threads[i];
+      if (t->state == ST_BLOCKED && t->kind == MSL_WAIT_SIMD && t->site == best) {
+        by_lane[i - base] = t;
+        mask |= 1u << (i - base);
+        fn = t->resolve;
+      }
+    }
+    if (fn) fn(by_lane, mask);
+    for (unsigned l = 0; l < 32; l++)
+      if (by_lane[l]) {
+        by_lane[l]->state = ST_READY;
+        by_lane[l]->kind = MSL_WAIT_NONE;
+        woke++;
+      }
+  }
+  return woke;
+}
+
+static void release_barrier(group_state& g, int strict) {
+  unsigned first = 0xffffffffu;
+  for (unsigned i = 0; i < g.n; i++) {
+    msl_thread* t = &g.threads[i];
+    if (t->state != ST_BLOCKED) continue;
+    if (first == 0xffffffffu) first = i;
+    if (strict && t->site != g.threads[first].site) {
+      char a[96], b[96], s1[80], s2[80];
+      describe_thread(a, sizeof a, &g.threads[first]);
+      describe_thread(b, sizeof b, t);
+      describe_site(s1, sizeof s1, g.threads[first].site);
+      describe_site(s2, sizeof s2, t->site);
+      snprintf(g_launch->err, g_launch->err_cap,
+               "strict: divergent threadgroup_barrier: %s waits at %s but %s waits at %s",
+               a, s1, b, s2);
+      bail(8);
+    }
+  }
+  if (strict && g.alive != g.n) {
+    for (unsigned i = 0; i < g.n; i++)
+      if (g.threads[i].state == ST_DONE) {
+        char a[96], b[96], s1[80];
+        describe_thread(a, sizeof a, &g.threads[i]);
+        describe_thread(b, sizeof b, &g.threads[first]);
+        describe_site(s1, sizeof s1, g.threads[first].site);
+        snprintf(g_launch->err, g_launch->err_cap,
+                 "strict: divergent threadgroup_barrier: %s returned while %s waits at %s", a,
+                 b, s1);
+        bail(8);
+      }
+  }
+  for (unsigned i = 0; i < g.n; i++) {
+    msl_thread* t = &g.threads[i];
+    if (t->state == ST_BLOCKED) {
+      t->state = ST_READY;
+      t->kind = MSL_WAIT_NONE;
+    }
+  }
+}
+
+static void run_group(const msl_launch* L, const unsigned gid[3]) {
+  group_state& g = g_group;
+  unsigned tsz[3], tgn[3];
+  for (int d = 0; d < 3; d++) {
+    tgn[d] = (L->grid[d] + L->threadgroup[d] - 1) / L->threadgroup[d];
+    unsigned start = gid[d] * L->threadgroup[d];
+    unsigned left = L->grid[d] - start;
+    tsz[d] = left < L->threadgroup[d] ? left : L->threadgroup[d];  // edge groups are partial
+  }
+  unsigned n = tsz[0] * tsz[1] * tsz[2];
+  unsigned nd = L->threadgroup[0] * L->threadgroup[1] * L->threadgroup[2];
+  g.threads = g_threads;
+  g.n = n;
+  g.alive = n;
+  g.tg_used = 0;
+  g.nsites = 0;
+  for (unsigned i = 0; i < n; i++) {
+    msl_thread* t = &g_threads[i];
+    unsigned x = i % tsz[0], y = (i / tsz[0]) % tsz[1], z = i / (tsz[0] * tsz[1]);
+    unsigned loc[3] = {x, y, z};
+    for (int d = 0; d < 3; d++) {
+      t->thread_position_in_threadgroup[d] = loc[d];
+      t->threadgroup_position_in_grid[d] = gid[d];
+      t->thread_position_in_grid[d] = gid[d] * L->threadgroup[d] + loc[d];
+      t->threads_per_threadgroup[d] = tsz[d];
+      t->dispatch_threads_per_threadgroup[d] = L->threadgroup[d];
+      t->threadgroups_per_grid[d] = tgn[d];
+      t->threads_per_grid[d] = L->grid[d];
+    }
+    t->thread_index_in_threadgroup = i;
+    t->thread_index_in_simdgroup = i % 32;
+    t->simdgroup_index_in_threadgroup = i / 32;
+    t->simdgroups_per_threadgroup = (n + 31) / 32;
+    t->dispatch_simdgroups_per_threadgroup = (nd + 31) / 32;
+    t->thread_index_in_quadgroup = i % 4;
+    t->quadgroup_index_in_threadgroup = i / 4;
+    t->quadgroups_per_threadgroup = (n + 3) / 4;
+    t->dispatch_quadgroups_per_threadgroup = (nd + 3) / 4;
+    t->kind = MSL_WAIT_NONE;
+    t->state = ST_READY;
+    char* stack = L->stacks + i * L->stack_size;
+#ifdef MSL_FIBER_UCONTEXT
+    static ucontext_t uctx[MSL_MAX_TG];
+    t->uctx = &uctx[i];
+    getcontext(&uctx[i]);
+    uctx[i].uc_stack.ss_sp = stack + 4096;
+    uctx[i].uc_stack.ss_size = L->stack_size - 4096;
+    uctx[i].uc_link = 0;
+    unsigned long p = (unsigned long)t;
+    makecontext(&uctx[i], (void (*)())fiber_uc_start, 2, (unsigned)(p >> 32), (unsigned)p);
+#else
+    t->sp = fiber_prepare(stack, L->stack_size, t);
+#endif
+  }
+  make_order(g, L->order);
+  for (;;) {
+    for (unsigned k = 0; k < n; k++) {
+      msl_thread* t = &g_threads[g.perm[k]];
+      if (t->state == ST_READY) resume(t);
+    }
+    if (g.alive == 0) return;
+    if (L->order == 2) make_order(g, 2);  // a new random order every round
+    if (resolve_simd(g)) continue;
+    release_barrier(g, L->strict);
+  }
+}
+
+MSL_EXPORT const msl_api* msl_runtime_api() {
+  g_api.block = api_block;
+  g_api.tg_alloc = api_tg_alloc;
+  g_api.fail = api_fail;
+  return &g_api;
+}
+
+MSL_EXPORT int msl_run(const msl_launch* L) {
+  unsigned nt = L->threadgroup[0] * L->threadgroup[1] * L->threadgroup[2];
+  if (nt > MSL_MAX_TG || nt > L->nstacks) {
+    snprintf(L->err, L->err_cap, "threadgroup of %u threads exceeds the limit of %u", nt,
+             MSL_MAX_TG);
+    return 1;
+  }
+  g_launch = L;
+  msl_runtime_api();
+  g_rng = L->seed * 2654435761ULL + 88172645463325252ULL;
+  g_timed_out = 0;
+  watchdog w;
+  int have_wd = L->watchdog_s > 0;
+  install_signals();
+  if (have_wd) {
+    w.target = pthread_self();
+    w.done = 0;
+    w.seconds = L->watchdog_s;
+    pthread_mutex_init(&w.mu, 0);
+    pthread_cond_init(&w.cv, 0);
+    pthread_create(&w.th, 0, watchdog_main, &w);
+  }
+  g_in_launch = 1;
+  int rc = sigsetjmp(g_jmp, 1);
+  if (rc == 0) {
+    unsigned ng[3];
+    for (int d = 0; d < 3; d++) ng[d] = (L->grid[d] + L->threadgroup[d] - 1) / L->threadgroup[d];
+    unsigned long total = (unsigned long)ng[0] * ng[1] * ng[2];
+    for (unsigned long k = 0; k < total; k++) {
+      // Threadgroups run one after another; reverse order reverses them too.
+      unsigned long q = L->order == 1 ? total - 1 - k : k;
+      unsigned gid[3] = {(unsigned)(q % ng[0]), (unsigned)((q / ng[0]) % ng[1]),
+                         (unsigned)(q / ((unsigned long)ng[0] * ng[1]))};
+      run_group(L, gid);
+    }
+  }
+  g_in_launch = 0;
+  g_api.current = 0;
+  if (have_wd) {
+    pthread_mutex_lock(&w.mu);
+    w.done = 1;
+    pthread_cond_signal(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+    pthread_join(w.th, 0);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+  }
+  restore_signals();
+  return rc;
+}
