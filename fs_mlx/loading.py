@@ -1,8 +1,10 @@
 """From a model directory to a ready Transformer and Tokenizer.
 
+    MODEL              -> hub.resolve: a directory or a .gguf file (downloaded if needed)
     config.json        -> ModelConfig -> Transformer (empty)
     *.safetensors      -> tensors -> sanitize (name mapping) -> checked -> cast -> loaded
     tokenizer*.json    -> Tokenizer
+    (a .gguf file gives all three from one file: gguf.py; quantized layers: quantize.py)
 
 Every tensor is checked against the parameter the model expects before any
 is loaded, so a wrong checkpoint fails with the tensor's name and file.
@@ -10,6 +12,7 @@ is loaded, so a wrong checkpoint fails with the tensor's name and file.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from mlx.utils import tree_flatten
 
 from .config import ModelConfig, load_config
 from .errors import FsxError
+from .hub import resolve
 from .model import Transformer
 from .tokenizer import Tokenizer
 from .weights import TensorInfo, load_tensors
@@ -48,22 +52,53 @@ def compute_dtype(config: ModelConfig) -> mx.Dtype:
 
 
 def resolve_model_dir(model: str | Path) -> Path:
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise FsxError(f"model not found: {model} (expected a local directory)")
-    if not path.is_dir():
-        raise FsxError(f"{model}: expected a Hugging Face model directory")
-    return path
+    """A checkpoint directory for MODEL (path, alias or repo id; see hub.py)."""
+    where = resolve(model)
+    if where.kind != "dir":
+        raise FsxError(f"{model}: expected a Hugging Face model directory, not a {where.kind} file")
+    return where.path
 
 
-def load(model: str | Path, dtype: mx.Dtype | None = None) -> LoadedModel:
-    model_dir = resolve_model_dir(model)
-    config = load_config(model_dir)
-    tokenizer = Tokenizer.from_dir(model_dir)
-    tensors, index = load_tensors(model_dir)
+def load(
+    model: str | Path | None,
+    dtype: mx.Dtype | None = None,
+    quantize: tuple[int, int] | None = None,
+) -> LoadedModel:
+    """MODEL (directory, .gguf, alias, repo id; None = the default) -> LoadedModel.
+
+    quantize=(bits, group_size) quantizes float weights while loading, exactly as
+    `fsx quantize` would write them (see quantize.py).
+    """
+    where = resolve(model)
+    index = None
+    if where.kind == "gguf":
+        from .gguf import load_gguf
+
+        config, tensors, tokenizer = load_gguf(where.path)
+    else:
+        config = load_config(where.path)
+        tokenizer = Tokenizer.from_dir(where.path)
+        tensors, index = load_tensors(where.path)
+    if quantize is not None:
+        config, tensors = quantize_on_load(config, tensors, *quantize)
     dtype = dtype or compute_dtype(config)
     transformer = build_model(config, tensors, index, dtype)
-    return LoadedModel(transformer, tokenizer, config, model_dir, dtype)
+    return LoadedModel(transformer, tokenizer, config, where.path, dtype)
+
+
+def quantize_on_load(
+    config: ModelConfig, tensors: dict[str, mx.array], bits: int, group_size: int
+) -> tuple[ModelConfig, dict[str, mx.array]]:
+    from .quantize import cast_floats, check_spec, quantize_tensors, storage_dtype
+
+    check_spec(bits, group_size)
+    if config.quantization:
+        raise FsxError(f"the model is already quantized ({config.quantization}); "
+                       "--quantize needs float weights")
+    skeleton = Transformer(config)  # structure only: its arrays are never evaluated
+    tensors = cast_floats(skeleton.sanitize(tensors), storage_dtype({"torch_dtype": config.torch_dtype}))
+    tensors, block = quantize_tensors(skeleton, tensors, bits, group_size)
+    return dataclasses.replace(config, quantization=block), tensors
 
 
 def build_model(
@@ -112,6 +147,11 @@ def check_tensors(model: Transformer, tensors: dict[str, mx.array], index: dict[
         raise FsxError("weights do not match config.json: " + "; ".join(problems[:8]) + tail)
 
 
-def load_tokenizer(model: str | Path) -> Tokenizer:
+def load_tokenizer(model: str | Path | None) -> Tokenizer:
     """Only the tokenizer (fast: no weights are read)."""
-    return Tokenizer.from_dir(resolve_model_dir(model))
+    where = resolve(model)
+    if where.kind == "gguf":
+        from .gguf import build_tokenizer, read_header
+
+        return build_tokenizer(read_header(where.path))
+    return Tokenizer.from_dir(where.path)

@@ -1,0 +1,465 @@
+"""GGUF files (llama.cpp's format): header, config, tensors and tokenizer.
+
+A GGUF file is one self-contained model:
+
+    "GGUF" | version u32 | tensor_count u64 | kv_count u64
+    kv_count x (key, type, value)        metadata: architecture, shapes, tokenizer, chat template
+    tensor_count x (name, dims, type, offset)
+    padding to `general.alignment` (32), then the tensor data
+
+This module turns it into what the rest of the engine already speaks:
+
+- metadata -> `ModelConfig` with Hugging Face field names (architectures llama, qwen3);
+- tensors  -> Hugging Face names (`blk.0.attn_q` -> `model.layers.0.self_attn.q_proj`).
+  `mx.load` does the decoding: Q4_0, Q4_1 and Q8_0 blocks come back already in MLX's
+  affine format (weight/scales/biases, group 32: a Q4_1 block *is* an affine group),
+  every other quantized type (the K-quants, IQ*) comes back dense float16 — loaded, but
+  no longer quantized; `fsx inspect` says which;
+- llama.cpp's Q/K row permutation is undone (see `unpermute`), so the model runs the
+  same rotate-half RoPE as every Hugging Face checkpoint;
+- the tokenizer is rebuilt from `tokenizer.ggml.*` as a `tokenizers.Tokenizer`.
+
+We read the header ourselves (like weights.py does for safetensors) so that
+`fsx inspect` and `fsx tokenize` never touch the tensor data, and a malformed
+or truncated file fails with one message.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import mlx.core as mx
+
+from .config import ModelConfig
+from .errors import FsxError
+
+# --- the header ------------------------------------------------------------------
+
+GGUF_MAGIC = b"GGUF"
+# value type id -> struct format (scalars); 8 = string, 9 = array
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+           10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+# ggml tensor type id -> (name, elements per block, bytes per block)
+GGML_TYPES = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
+    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
+    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+}
+# Types mx.load keeps quantized, in MLX's affine format (group 32): name -> bits.
+AFFINE_TYPES = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
+FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+MAX_ITEMS = 1 << 24  # sanity bound on counts read from the file (a 16M-entry vocab is absurd)
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    name: str  # GGUF name, e.g. "blk.0.attn_q.weight"
+    shape: tuple[int, ...]  # row-major, outermost first (GGUF stores dims innermost first)
+    type: str  # "Q4_1", "Q6_K", "F32", ...
+    offset: int  # from the start of the data section
+    nbytes: int
+
+
+@dataclass
+class GGUFHeader:
+    path: Path
+    version: int
+    metadata: dict[str, Any]
+    tensors: dict[str, GGUFTensor]
+    data_start: int
+    file_size: int
+
+
+class _Reader:
+    """Little-endian reads that turn running off the end into one clear error."""
+
+    def __init__(self, f: BinaryIO, path: Path, size: int):
+        self.f, self.path, self.size = f, path, size
+
+    def read(self, n: int) -> bytes:
+        b = self.f.read(n)
+        if len(b) < n:
+            raise FsxError(f"{self.path}: truncated GGUF file (header ends past byte {self.size})")
+        return b
+
+    def unpack(self, fmt: str):
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def count(self, what: str) -> int:
+        n = self.unpack("<Q")
+        if n > MAX_ITEMS:
+            raise FsxError(f"{self.path}: malformed GGUF file ({what} count {n})")
+        return n
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        if n > self.size:
+            raise FsxError(f"{self.path}: malformed GGUF file (string of {n} bytes)")
+        return self.read(n).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int):
+        if vtype in _SCALAR:
+            return self.unpack(_SCALAR[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            etype, n = self.unpack("<I"), self.count("array")
+            if etype in _SCALAR:
+                fmt = _SCALAR[etype]
+                size = struct.calcsize(fmt)
+                return list(struct.unpack(f"<{n}{fmt[1]}", self.read(n * size)))
+            return [self.value(etype) for _ in range(n)]
+        raise FsxError(f"{self.path}: malformed GGUF file (unknown value type {vtype})")
+
+
+def read_header(path: Path) -> GGUFHeader:
+    """Metadata and tensor table, checked against the file size (no tensor data read)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            r = _Reader(f, path, size)
+            if f.read(4) != GGUF_MAGIC:
+                raise FsxError(f"{path}: not a GGUF file (no GGUF magic)")
+            version = r.unpack("<I")
+            if version not in (2, 3):
+                raise FsxError(f"{path}: GGUF version {version} is not supported (2 and 3 are)")
+            n_tensors, n_kv = r.count("tensor"), r.count("metadata")
+            metadata = {}
+            for _ in range(n_kv):
+                key = r.string()
+                metadata[key] = r.value(r.unpack("<I"))
+            infos = []
+            for _ in range(n_tensors):
+                name = r.string()
+                n_dims = r.unpack("<I")
+                if n_dims > 8:
+                    raise FsxError(f"{path}: malformed GGUF file (tensor {name!r} has {n_dims} dims)")
+                dims = [r.unpack("<Q") for _ in range(n_dims)]
+                infos.append((name, dims, r.unpack("<I"), r.unpack("<Q")))
+            header_end = f.tell()
+    except OSError as e:
+        raise FsxError(f"{path}: cannot read: {e.strerror}") from None
+
+    align = int(metadata.get("general.alignment", 32)) or 32
+    data_start = (header_end + align - 1) // align * align
+    tensors = {}
+    for name, dims, type_id, offset in infos:
+        if type_id not in GGML_TYPES:
+            raise FsxError(f"{path}: tensor {name!r} has unknown ggml type {type_id}")
+        tname, block, block_bytes = GGML_TYPES[type_id]
+        n = 1
+        for d in dims:
+            n *= d
+        if n % block:
+            raise FsxError(f"{path}: tensor {name!r} ({n} values) is not whole {tname} blocks")
+        t = GGUFTensor(name, tuple(reversed(dims)), tname, offset, n // block * block_bytes)
+        if data_start + offset + t.nbytes > size:
+            raise FsxError(
+                f"{path}: truncated: tensor {name!r} ends at byte "
+                f"{data_start + offset + t.nbytes}, file has {size} (incomplete download?)"
+            )
+        tensors[name] = t
+    return GGUFHeader(path, version, metadata, tensors, data_start, size)
+
+
+# --- metadata -> ModelConfig -----------------------------------------------------------
+
+SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen3")
+
+
+def architecture(header: GGUFHeader) -> str:
+    arch = header.metadata.get("general.architecture")
+    if arch not in SUPPORTED_GGUF_ARCHITECTURES:
+        raise FsxError(
+            f"{header.path}: unsupported GGUF architecture {arch!r}; fs-mlx reads "
+            f"{', '.join(SUPPORTED_GGUF_ARCHITECTURES)}"
+        )
+    return arch
+
+
+def config_from_header(header: GGUFHeader) -> ModelConfig:
+    m, arch = header.metadata, architecture(header)
+
+    def get(key: str, default=None):
+        return m.get(f"{arch}.{key}", default)
+
+    missing = [k for k in ("embedding_length", "block_count", "feed_forward_length",
+                           "attention.head_count") if get(k) is None]
+    if missing:
+        raise FsxError(f"{header.path}: GGUF metadata lacks {', '.join(f'{arch}.{k}' for k in missing)}")
+    heads = get("attention.head_count")
+    hidden = get("embedding_length")
+    head_dim = get("attention.key_length", hidden // heads)
+    if get("rope.dimension_count", head_dim) != head_dim:
+        raise FsxError(f"{header.path}: partial RoPE (rope.dimension_count != head_dim) is not supported")
+
+    rope_scaling = None
+    kind = get("rope.scaling.type", "none")
+    if kind == "linear":
+        rope_scaling = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
+    elif kind != "none":
+        raise FsxError(f"{header.path}: GGUF RoPE scaling {kind!r} is not supported")
+    if "rope_freqs.weight" in header.tensors:
+        raise FsxError(
+            f"{header.path}: per-frequency RoPE factors (rope_freqs, Llama 3.1+) are not "
+            "supported in GGUF files yet; use the Hugging Face checkpoint"
+        )
+
+    tokens = m.get("tokenizer.ggml.tokens") or []
+    quantized = Counter(AFFINE_TYPES[t.type] for t in header.tensors.values() if t.type in AFFINE_TYPES)
+    return ModelConfig.from_dict(
+        {
+            "model_type": arch,
+            "hidden_size": hidden,
+            "num_hidden_layers": get("block_count"),
+            "intermediate_size": get("feed_forward_length"),
+            "num_attention_heads": heads,
+            "num_key_value_heads": get("attention.head_count_kv", heads),
+            "head_dim": head_dim,
+            "vocab_size": get("vocab_size", len(tokens)),
+            "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+            "rope_theta": float(get("rope.freq_base", 10000.0)),
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": get("context_length", 4096),
+            "tie_word_embeddings": "output.weight" not in header.tensors,
+            "torch_dtype": "float16",  # GGUF scales and most float tensors are fp16
+            "bos_token_id": m.get("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": m.get("tokenizer.ggml.eos_token_id"),
+            # Each quantized layer's bits/group are read off its shapes (quantize.py);
+            # this block only says "quantized" and names the most common width.
+            "quantization": (
+                {"group_size": 32, "bits": quantized.most_common(1)[0][0], "mode": "affine"}
+                if quantized else None
+            ),
+        },
+        source=str(header.path),
+    )
+
+
+# --- tensors: GGUF names -> Hugging Face names --------------------------------------
+
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(\w+)$")
+
+
+def hf_name(name: str) -> str | None:
+    """'blk.3.ffn_up.scales' -> 'model.layers.3.mlp.up_proj.scales' (None if unknown)."""
+    if match := _BLOCK.match(name):
+        layer, part, suffix = match.groups()
+        if part in _LAYER_NAMES:
+            return f"model.layers.{layer}.{_LAYER_NAMES[part]}.{suffix}"
+        return None
+    base, _, suffix = name.rpartition(".")
+    return f"{_GLOBAL_NAMES[base]}.{suffix}" if base in _GLOBAL_NAMES else None
+
+
+def unpermute(w: mx.array, n_heads: int) -> mx.array:
+    """Undo llama.cpp's Q/K row order, back to Hugging Face's.
+
+    Hugging Face Llama rotates the two *halves* of each head (rotate-half RoPE);
+    llama.cpp rotates *adjacent pairs*. Its converter therefore reorders the rows
+    of q_proj/k_proj within each head, half-major -> pair-major:
+
+        HF row  h*D + s*D/2 + i   ->   GGUF row  h*D + 2*i + s     (s = 0/1: which half)
+
+    We apply the inverse. Rows are independent in every format here (quantized
+    groups run along the input dimension), so it is exact for weight, scales and
+    biases alike. Qwen3 files are not permuted (llama.cpp runs them with NeoX RoPE).
+    """
+    rows = w.shape[0]
+    head = rows // n_heads
+    return w.reshape(n_heads, head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(rows, *w.shape[1:])
+
+
+def load_tensors(header: GGUFHeader, config: ModelConfig) -> dict[str, mx.array]:
+    """All tensors under Hugging Face names, Q/K rows in Hugging Face order."""
+    try:
+        raw = mx.load(str(header.path))
+    except (RuntimeError, ValueError) as e:
+        raise FsxError(f"{header.path}: cannot load GGUF tensors: {e}") from None
+    tensors, unknown = {}, []
+    for name, t in raw.items():
+        hf = hf_name(name)
+        if hf is None:
+            unknown.append(name)
+            continue
+        if config.model_type == "llama" and ".self_attn.q_proj." in hf:
+            t = unpermute(t, config.num_attention_heads)
+        elif config.model_type == "llama" and ".self_attn.k_proj." in hf:
+            t = unpermute(t, config.num_key_value_heads)
+        tensors[hf] = t
+    if unknown:
+        more = f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else ""
+        raise FsxError(f"{header.path}: unexpected GGUF tensor(s) {', '.join(unknown[:3])}{more}")
+    return tensors
+
+
+def tensor_report(header: GGUFHeader) -> dict[str, Any]:
+    """What inspect shows: the GGUF type of each tensor and how fs-mlx holds it."""
+    rows, kept = [], Counter()
+    for t in header.tensors.values():
+        if t.type in AFFINE_TYPES:
+            how = f"MLX affine {AFFINE_TYPES[t.type]}-bit, group 32"
+        elif t.type in FLOAT_TYPES:
+            how = "float"
+        else:
+            how = "dequantized to float16 (no MLX equivalent)"
+        kept[how] += 1
+        rows.append({"name": t.name, "hf_name": hf_name(t.name), "shape": list(t.shape),
+                     "gguf_type": t.type, "bytes": t.nbytes, "loaded_as": how})
+    return {"tensors": rows, "loaded_as": dict(kept),
+            "gguf_types": dict(Counter(t.type for t in header.tensors.values()))}
+
+
+# --- the tokenizer -----------------------------------------------------------------
+
+# tokenizer.ggml.pre -> how text is split before BPE (the regexes are the
+# tokenizer.json ones of the original models; llama.cpp has the same list).
+_GPT2 = None  # ByteLevel's own regex
+_SMOLLM = "smollm"  # digits one by one, then the GPT-2 regex (StarCoder/SmolLM tokenizer.json)
+_QWEN2 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+PRE_TOKENIZERS = {
+    "default": _GPT2, "gpt2": _GPT2, "smollm": _SMOLLM,
+    "qwen2": _QWEN2, "deepseek-r1-qwen": _QWEN2,
+    "llama-bpe": _LLAMA3, "llama3": _LLAMA3, "llama-v3": _LLAMA3,
+}
+TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
+
+
+def build_tokenizer(header: GGUFHeader):
+    """fs_mlx Tokenizer from `tokenizer.ggml.*` (byte-level BPE only)."""
+    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from .tokenizer import Tokenizer
+
+    m, where = header.metadata, header.path
+    kind = m.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise FsxError(
+            f"{where}: unsupported GGUF tokenizer model {kind!r}; fs-mlx builds byte-level "
+            "BPE ('gpt2') tokenizers from GGUF metadata"
+        )
+    pre = m.get("tokenizer.ggml.pre", "default")
+    if pre not in PRE_TOKENIZERS:
+        raise FsxError(
+            f"{where}: unsupported GGUF pre-tokenizer {pre!r}; supported: "
+            f"{', '.join(sorted(PRE_TOKENIZERS))}"
+        )
+    tokens = m.get("tokenizer.ggml.tokens")
+    merges = m.get("tokenizer.ggml.merges")
+    if not tokens or merges is None:
+        raise FsxError(f"{where}: GGUF metadata lacks tokenizer.ggml.tokens/merges")
+    types = m.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+
+    spelling = _bytes_to_unicode()  # byte-level BPE writes every byte as a printable char
+    alphabet = set(spelling.values())
+    vocab = {}
+    for i, t in enumerate(tokens):
+        t = t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))
+        vocab.setdefault(t, i)
+    pairs = [tuple(x.split(" ", 1)) for x in merges]
+    backend = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
+
+    split = PRE_TOKENIZERS[pre]
+    if split is _GPT2:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    elif split is _SMOLLM:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    else:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        if pre in ("qwen2", "deepseek-r1-qwen"):
+            backend.normalizer = normalizers.NFC()  # as in Qwen's tokenizer.json
+    backend.decoder = decoders.ByteLevel()
+
+    # Control tokens (<|im_start|>) are special: matched whole, skipped when decoding
+    # with skip_special_tokens. User-defined ones (<think>) are matched whole too.
+    backend.add_special_tokens([
+        AddedToken(t, special=True, normalized=False)
+        for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL and set(t) <= alphabet
+    ])
+    backend.add_tokens([
+        AddedToken(t, special=False, normalized=False)
+        for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED and t in vocab
+    ])
+
+    def token_id(key: str) -> int | None:
+        i = m.get(f"tokenizer.ggml.{key}")
+        return int(i) if i is not None and 0 <= int(i) < len(tokens) else None
+
+    bos = token_id("bos_token_id")
+    if m.get("tokenizer.ggml.add_bos_token") and bos is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{tokens[bos]} $A", pair=f"{tokens[bos]} $A $B", special_tokens=[(tokens[bos], bos)]
+        )
+    eos = sorted({i for k in ("eos_token_id", "eot_token_id", "eom_token_id")
+                  if (i := token_id(k)) is not None})
+    special = {name: tokens[i] for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                                                ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id"))
+               if (i := token_id(key)) is not None}
+    return Tokenizer(backend=backend, eos_token_ids=eos, bos_token_id=bos,
+                     chat_template=m.get("tokenizer.chat_template"), special_tokens=special)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (bytes that print stand for themselves)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+# --- everything at once ------------------------------------------------------------
+
+def load_gguf(path: Path):
+    """(config, tensors [HF names], tokenizer) from one .gguf file."""
+    header = read_header(path)
+    config = config_from_header(header)
+    tokenizer = build_tokenizer(header)
+    return config, load_tensors(header, config), tokenizer

