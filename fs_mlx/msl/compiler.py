@@ -36,6 +36,7 @@ KERNEL_FLAGS = [
     "-w",  # warnings about the generated signature ([[buffer(0)]]...) are noise
     "-Xclang", "-ffloat16-excess-precision=none",
     "-Xclang", "-fbfloat16-excess-precision=none",
+    "-lm",
 ]
 
 
@@ -63,9 +64,11 @@ def find_compiler() -> tuple[list[str], str]:
     if os.environ.get("FSX_MSL_CC"):
         candidates.append([os.environ["FSX_MSL_CC"]])
     try:
-        import ziglang  # noqa: F401
+        import ziglang
 
-        candidates.append([sys.executable, "-m", "ziglang", "cc"])
+        # The zig binary itself: `python -m ziglang` would add an interpreter start.
+        zig = Path(ziglang.__file__).parent / ("zig.exe" if sys.platform == "win32" else "zig")
+        candidates.append([str(zig), "cc"] if zig.exists() else [sys.executable, "-m", "ziglang", "cc"])
     except ImportError:
         pass
     for v in range(22, 15, -1):

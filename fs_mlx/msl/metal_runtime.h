@@ -42,6 +42,18 @@ typedef __bf16 bfloat;
 typedef half float16_t;     // MLX's names for the dtypes
 typedef bfloat bfloat16_t;
 
+// float -> bfloat conversion (round to nearest even) is a compiler-rt
+// routine that a -shared link does not always bring; define it here.
+extern "C" __attribute__((weak, visibility("hidden"))) bfloat __truncsfbf2(float f) {
+  unsigned u = __builtin_bit_cast(unsigned, f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return __builtin_bit_cast(bfloat, (unsigned short)((u >> 16) | 0x40u));
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return __builtin_bit_cast(bfloat, (unsigned short)(u >> 16));
+}
+extern "C" __attribute__((weak, visibility("hidden"))) bfloat __truncdfbf2(double d) {
+  return __truncsfbf2((float)d);  // (double rounding; Metal has no double)
+}
+
 namespace metal {
 
 // --------------------------------------------------------------- type traits
