@@ -44,6 +44,30 @@ def main() -> None:
 
 
 MODEL = click.argument("model")
+
+
+def QUANTIZE(f):
+    """`--quantize 4|8 --group-size N`: quantize float weights while loading.
+
+    Reusable on any command that loads a model; turn the two values into
+    load()'s argument with `quantize_spec`.
+    """
+    f = click.option("--group-size", type=click.Choice(["32", "64", "128"]),
+                     help="weights per scale/bias pair with --quantize  [default: 64]")(f)
+    f = click.option("--quantize", "quantize", type=click.Choice(["4", "8"]),
+                     help="quantize the float weights to 4 or 8 bits while loading (MLX affine)")(f)
+    return f
+
+
+def quantize_spec(quantize: str | None, group_size: str | None) -> tuple[int, int] | None:
+    """(bits, group_size) for load(quantize=...), or None."""
+    if quantize is None:
+        if group_size is not None:
+            raise FsxError("--group-size only applies with --quantize 4|8")
+        return None
+    return int(quantize), int(group_size or 64)
+
+
 KERNELS = click.option(
     "--kernels", type=click.Choice(["auto", "metal", "mlx"]), default="auto", show_default=True,
     help="which implementation runs the ops: hand-written Metal kernels or MLX's own",
@@ -118,8 +142,10 @@ def parse_ids(text: str, vocab_size: int) -> list[int]:
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="print the top K next tokens after the last position")
 @click.option("--out", type=click.Path(dir_okay=False), help="save float32 logits [tokens, vocab] as .npy")
+@QUANTIZE
 @KERNELS
-def logits(model: str, text: str | None, ids: str | None, top: int, out: str | None, kernels: str) -> None:
+def logits(model: str, text: str | None, ids: str | None, top: int, out: str | None, kernels: str,
+           quantize: str | None, group_size: str | None) -> None:
     """Run MODEL once over a prompt and show the next-token distribution."""
     from .forward import logits_for, top_k_report
     from .loading import load
@@ -128,7 +154,7 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
     if (text is None) == (ids is None):
         raise FsxError("give exactly one of --text or --ids")
     set_kernels(kernels)
-    lm = load(model)
+    lm = load(model, quantize=quantize_spec(quantize, group_size))
     tokens = lm.tokenizer.encode(text) if text is not None else parse_ids(ids, lm.config.vocab_size)
     if not tokens:
         raise FsxError("the text tokenizes to no tokens")
@@ -137,6 +163,26 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
         save_npy_atomic(out, values)
         click.echo(f"wrote {out}: float32 {list(values.shape)}", err=True)
     click.echo(top_k_report(lm.tokenizer, tokens, values[-1], top))
+
+
+# --- quantize -------------------------------------------------------------------
+
+@main.command()
+@MODEL
+@click.option("--bits", type=click.Choice(["4", "8"]), default="4", show_default=True)
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True,
+              help="weights per scale/bias pair: smaller is more accurate and larger")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="new directory for the quantized checkpoint (must not exist)")
+def quantize(model: str, bits: str, group_size: str, out: str) -> None:
+    """Write MODEL's weights quantized (MLX affine format; loads in fsx and mlx-lm)."""
+    from .loading import resolve_model_dir
+    from .quantize import write_quantized
+
+    r = write_quantized(resolve_model_dir(model), out, int(bits), int(group_size),
+                        progress=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {r['path']}: {r['layers_quantized']} layers at {r['bits']} bits, "
+               f"group {r['group_size']}; {r['bytes_before'] / 1e6:.1f} MB -> {r['bytes'] / 1e6:.1f} MB")
 
 
 # --- generation: shared options ----------------------------------------------
