@@ -159,8 +159,11 @@ def check_address_space_rules(tu: str, label: str) -> None:
     fd, tmp_src = tempfile.mkstemp(suffix=".cpp", dir=cache_dir())
     with os.fdopen(fd, "w") as f:
         f.write(tu)
+    tmp_obj = tmp_src[:-4] + ".o"
     try:
-        args = ["-x", "c++", "-std=c++20", "-fsyntax-only", "-nostdinc++", "-w", "-I", str(PKG_DIR), tmp_src]
+        # (zig's driver needs an output file, so -c -O0 rather than -fsyntax-only)
+        args = ["-x", "c++", "-std=c++20", "-c", "-O0", "-nostdinc++", "-w", "-fno-sanitize=all",
+                "-I", str(PKG_DIR), tmp_src, "-o", tmp_obj]
         proc = _run_compiler(args, label)
         if proc.returncode != 0:
             raise MslCompileError(
@@ -169,6 +172,8 @@ def check_address_space_rules(tu: str, label: str) -> None:
             )
     finally:
         os.unlink(tmp_src)
+        if os.path.exists(tmp_obj):
+            os.unlink(tmp_obj)
 
 
 _DIAG = re.compile(r"^(?:.*?[/\\])?(header|body|signature|generated|metal_runtime\.h|msl_abi\.h):(\d+):(\d+): (error|note|warning): (.*)$")
