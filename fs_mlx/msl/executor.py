@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import mmap
 import os
+import re
 import threading
 from dataclasses import dataclass, replace
 
@@ -161,6 +162,7 @@ class _MslLaunch(ctypes.Structure):
         ("range_hi", ctypes.POINTER(ctypes.c_ulong)),
         ("err", ctypes.c_char_p),
         ("err_cap", ctypes.c_ulong),
+        ("direct", ctypes.c_int),
     ]
 
 
@@ -234,7 +236,9 @@ def _init_bytes(value: float, dtype: mx.Dtype, nbytes: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- the kernel
-_DEFAULT = object()
+_BLOCKING_CALL = re.compile(
+    r"\b(threadgroup_barrier|simdgroup_barrier|simd_\w+|quad_\w+|simdgroup_(load|store|multiply\w*))\s*\("
+)
 
 
 class MetalKernel:
@@ -252,6 +256,9 @@ class MetalKernel:
         self.ensure_row_contiguous = ensure_row_contiguous
         self.atomic_outputs = atomic_outputs
         self.compile_options = compile_options  # accepted; math modes are not modelled
+        # Without barriers or SIMD-group functions no thread ever waits for
+        # another, and the runtime can skip fibers altogether.
+        self.direct = not _BLOCKING_CALL.search(header + "\n" + source)
         self.shape_infos = signature.shape_infos(source, self.input_names)
         self.attributes = signature.attributes(source)
         self.last_compile_cached: bool | None = None
@@ -305,11 +312,11 @@ class MetalKernel:
         lib, cached = _load_kernel(tu, kname)
         self.last_compile_cached = cached
         return _launch(lib, params, inputs, output_shapes, output_dtypes, grid, tg, init_value,
-                       self.ensure_row_contiguous, self.input_names, self.output_names)
+                       self.ensure_row_contiguous, self.input_names, self.output_names, self.direct)
 
 
 def _launch(lib, params, inputs, output_shapes, output_dtypes, grid, tg, init_value, row_contiguous,
-            input_names, output_names):
+            input_names, output_names, direct=False):
     rt = _get_runtime()
     s = _settings
     keep = []  # ctypes objects that must outlive the call
@@ -405,6 +412,7 @@ def _launch(lib, params, inputs, output_shapes, output_dtypes, grid, tg, init_va
         L.range_hi = hi_arr
         L.err = ctypes.cast(err, ctypes.c_char_p)
         L.err_cap = len(err)
+        L.direct = int(direct)
         with rt.lock:
             rc = rt.lib.msl_run(ctypes.byref(L))
         if rc != 0:

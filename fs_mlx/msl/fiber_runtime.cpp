@@ -184,6 +184,9 @@ extern "C" void msl_fiber_main(msl_thread* t) {
 }
 
 static void api_block(msl_thread* t) {
+  if (g_launch->direct)
+    fail_msg(t, "internal error: a barrier or SIMD-group function was called in a kernel "
+                "whose source names none (run without fibers); please report it");
   t->state = ST_BLOCKED;
   switch_to_scheduler(t);
 }
@@ -450,6 +453,7 @@ static void run_group(const msl_launch* L, const unsigned gid[3]) {
     t->kind = MSL_WAIT_NONE;
     t->state = ST_READY;
     char* stack = L->stacks + i * L->stack_size;
+    if (L->direct) continue;
 #ifdef MSL_FIBER_UCONTEXT
     static ucontext_t uctx[MSL_MAX_TG];
     t->uctx = &uctx[i];
@@ -464,6 +468,16 @@ static void run_group(const msl_launch* L, const unsigned gid[3]) {
 #endif
   }
   make_order(g, L->order);
+  if (L->direct) {
+    // Elementwise kernels: nothing can block, so each thread is a plain call.
+    for (unsigned k = 0; k < n; k++) {
+      msl_thread* t = &g_threads[g.perm[k]];
+      g_api.current = t;
+      L->entry(L->buffers, t);
+    }
+    g_api.current = 0;
+    return;
+  }
   for (;;) {
     for (unsigned k = 0; k < n; k++) {
       msl_thread* t = &g_threads[g.perm[k]];

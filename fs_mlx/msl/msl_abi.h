@@ -91,6 +91,7 @@ struct msl_launch {
   const unsigned long* range_hi;
   char* err;                  // message buffer, filled when msl_run returns != 0
   unsigned long err_cap;
+  int direct;                 // no barrier/SIMD calls in the source: plain calls, no fibers
 };
 
 #ifdef __cplusplus

@@ -1,0 +1,108 @@
+"""`python -m fs_mlx.msl`: run an RMSNorm kernel through the executor and
+print what every thread computed on the way.
+
+A Metal kernel cannot print, so the way to look inside one is the same here
+as on a Mac: give it an extra output buffer and write intermediate values into
+it, one slot per thread. The demo does that for the row reduction every
+normalization kernel does (per-thread partial sums, simd_sum within each SIMD
+group, a threadgroup reduce across groups) and checks the result with numpy.
+
+    python -m fs_mlx.msl                      # 1 row of 96, threadgroup of 64
+    python -m fs_mlx.msl --dim 300 --threadgroup 128 --order random
+    python -m fs_mlx.msl --show-source        # the kernel source MLX would compile
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import mlx.core as mx
+import numpy as np
+
+from fs_mlx.msl import metal_kernel, settings
+
+# RMSNorm over one row per threadgroup, plus a `dbg` buffer of 4 floats per thread:
+#   0: this thread's sum of squares   1: after simd_sum (its SIMD group's sum)
+#   2: the row's sum of squares       3: the 1/rms factor the thread applies
+DEMO_SOURCE = """
+uint row = threadgroup_position_in_grid.x;
+uint tid = thread_index_in_threadgroup;
+uint lane = thread_index_in_simdgroup;
+uint sg = simdgroup_index_in_threadgroup;
+uint D = x_shape[1];
+threadgroup float partial[32];
+device float* my_dbg = dbg + (row * threads_per_threadgroup.x + tid) * 4;
+
+// Sum of squares of this thread's elements
+float acc = 0.0f;
+for (uint i = tid; i < D; i += threads_per_threadgroup.x) {
+  float v = float(x[row * D + i]);
+  acc += v * v;
+}
+my_dbg[0] = acc;
+// Reduce within the SIMD group, write one partial per group
+acc = simd_sum(acc);
+my_dbg[1] = acc;
+if (lane == 0) {
+  partial[sg] = acc;
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+// Accumulate over SIMD groups
+if (sg == 0) {
+  float p = lane < simdgroups_per_threadgroup ? partial[lane] : 0.0f;
+  p = simd_sum(p);
+  if (lane == 0) {
+    partial[0] = p;
+  }
+}
+threadgroup_barrier(mem_flags::mem_threadgroup);
+my_dbg[2] = partial[0];
+float inv = metal::rsqrt(partial[0] / float(D) + eps);
+my_dbg[3] = inv;
+for (uint i = tid; i < D; i += threads_per_threadgroup.x) {
+  out[row * D + i] = T(float(x[row * D + i]) * inv * float(w[i]));
+}
+"""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fs_mlx.msl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1)
+    p.add_argument("--dim", type=int, default=96, help="row length D")
+    p.add_argument("--threadgroup", type=int, default=64, help="threads per row (<= 1024)")
+    p.add_argument("--order", choices=["forward", "reverse", "random"], default="forward",
+                   help="order the fibers run in (a cheap race detector)")
+    p.add_argument("--show-source", action="store_true", help="print the generated kernel source")
+    args = p.parse_args(argv)
+
+    rows, D, tg = args.rows, args.dim, args.threadgroup
+    x = mx.random.normal((rows, D), key=mx.random.key(0))
+    w = mx.ones((D,))
+    kernel = metal_kernel("rms_norm_demo", ["x", "w", "eps"], ["out", "dbg"], DEMO_SOURCE)
+    with settings(order=args.order):
+        out, dbg = kernel(
+            inputs=[x, w, 1e-6], template=[("T", mx.float32)], grid=(rows * tg, 1, 1), threadgroup=(tg, 1, 1),
+            output_shapes=[(rows, D), (rows * tg, 4)], output_dtypes=[mx.float32, mx.float32],
+            verbose=args.show_source,
+        )
+    dbg = np.array(dbg).reshape(rows, tg, 4)
+    xs = np.array(x, np.float64)
+    print(f"RMSNorm of {rows}x{D}: {rows} threadgroup(s) of {tg} threads = "
+          f"{(tg + 31) // 32} SIMD group(s) each, order={args.order}\n")
+    for r in range(rows):
+        print(f"row {r}")
+        print("  thread  simdgroup  lane  own sum(x^2)  simd_sum  row sum(x^2)  1/rms")
+        for t in range(tg):
+            if t < 4 or t % 32 in (0, 31) or t == tg - 1:
+                a, b, c, d = dbg[r, t]
+                print(f"  {t:6d}  {t // 32:9d}  {t % 32:4d}  {a:12.5f}  {b:8.4f}  {c:12.4f}  {d:.6f}")
+        ref_ss = float((xs[r] ** 2).sum())
+        print(f"  numpy: sum(x^2) = {ref_ss:.4f}, 1/rms = {1 / np.sqrt(ref_ss / D + 1e-6):.6f}\n")
+    ref = xs / np.sqrt((xs**2).mean(axis=1, keepdims=True) + 1e-6)
+    err = float(np.abs(np.array(out) - ref).max())
+    print(f"max |kernel - numpy| over the output: {err:.2e}")
+    return 0 if err < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
