@@ -10,6 +10,7 @@ group, a threadgroup reduce across groups) and checks the result with numpy.
     python -m fs_mlx.msl                      # 1 row of 96, threadgroup of 64
     python -m fs_mlx.msl --dim 300 --threadgroup 128 --order random
     python -m fs_mlx.msl --show-source        # the kernel source MLX would compile
+    python -m fs_mlx.msl --bench              # compile / load / run times on this machine
 """
 
 from __future__ import annotations
@@ -73,7 +74,13 @@ def main(argv=None) -> int:
     p.add_argument("--order", choices=["forward", "reverse", "random"], default="forward",
                    help="order the fibers run in (a cheap race detector)")
     p.add_argument("--show-source", action="store_true", help="print the generated kernel source")
+    p.add_argument("--bench", action="store_true", help="measure compile, cached load and run time instead")
     args = p.parse_args(argv)
+    if args.bench:
+        from fs_mlx.msl.bench import bench, report
+
+        print(report(bench()))
+        return 0
 
     rows, D, tg = args.rows, args.dim, args.threadgroup
     x = mx.random.normal((rows, D), key=mx.random.key(0))

@@ -262,15 +262,21 @@ class MetalKernel:
         self.shape_infos = signature.shape_infos(source, self.input_names)
         self.attributes = signature.attributes(source)
         self.last_compile_cached: bool | None = None
+        self._generated: dict = {}  # (inputs, outputs, template) -> generate()
 
     # -- the generated source
     def _describe_inputs(self, inputs):
+        inputs = [x if isinstance(x, mx.array) else mx.array(x) for x in inputs]
         return [signature.InputInfo(a.dtype, a.ndim, a.size) for a in inputs]
 
     def generate(self, inputs, output_dtypes, template=None):
         """(MLX's kernel name, MLX's full source, our translation unit, params)."""
         template = list(template or [])
         infos = self._describe_inputs(inputs)
+        key = (tuple(infos), tuple(output_dtypes), tuple((k, str(v) if isinstance(v, mx.Dtype) else (type(v), v))
+                                                         for k, v in template))
+        if key in self._generated:
+            return self._generated[key]
         kname = signature.kernel_name(self.name, template, infos, output_dtypes)
         sig, params = signature.write_signature_parts(
             kname, self.input_names, infos, self.output_names, output_dtypes, template,
@@ -282,6 +288,7 @@ class MetalKernel:
             self.header, sig, self.source, kname, template, tdef, params, self.input_names,
             infos, output_dtypes, self.atomic_outputs,
         )
+        self._generated[key] = (kname, full, tu, params)
         return kname, full, tu, params
 
     def __call__(self, inputs, output_shapes, output_dtypes, grid, threadgroup, template=None,

@@ -51,6 +51,13 @@ extern "C" void msl_fiber_main(msl_thread* t);
 #define MSL_SYM(name) #name
 #endif
 
+// Stacks are a power of two apart, so without an offset every fiber's top
+// frame would land in the same cache set and each switch would miss. Start
+// fiber i's stack (i mod 128) cache lines lower ("cache colouring").
+static inline unsigned long stack_color(const msl_thread* t) {
+  return (unsigned long)(t->thread_index_in_threadgroup % 128) * 64;
+}
+
 #if !defined(MSL_FIBER_UCONTEXT) && defined(__x86_64__)
 asm(".text\n"
     ".globl " MSL_SYM(msl_switch) "\n"
@@ -71,7 +78,7 @@ asm(".text\n"
 // Lay out a fresh stack so that msl_switch "returns" into the trampoline
 // with the thread pointer in r12 and a 16-byte aligned stack at the call.
 static void* fiber_prepare(char* lo, unsigned long size, msl_thread* t) {
-  unsigned long top = ((unsigned long)(lo + size)) & ~15UL;
+  unsigned long top = ((unsigned long)(lo + size - stack_color(t))) & ~15UL;
   unsigned long* sp = (unsigned long*)(top - 24);
   *sp = (unsigned long)&msl_fiber_trampoline;   // return address
   *--sp = 0;                                      // rbp
@@ -106,7 +113,7 @@ asm(".text\n"
     "  mov x0, x19\n  bl " MSL_SYM(msl_fiber_main) "\n  brk #0\n");
 
 static void* fiber_prepare(char* lo, unsigned long size, msl_thread* t) {
-  unsigned long top = ((unsigned long)(lo + size)) & ~15UL;
+  unsigned long top = ((unsigned long)(lo + size - stack_color(t))) & ~15UL;
   unsigned long* sp = (unsigned long*)(top - 176);
   memset(sp, 0, 176);
   sp[0] = (unsigned long)t;                                // x19
@@ -278,37 +285,61 @@ static void restore_signals() {
   sigaltstack(&g_old_alt, 0);
 }
 
-// The watchdog is a helper thread that waits for the launch to finish and,
-// past the deadline, interrupts the running fiber with SIGUSR2.
-struct watchdog {
-  pthread_t th;
-  pthread_t target;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int done;
-  double seconds;
-};
+// The watchdog is one helper thread, started on first use, that sleeps until
+// a launch is running and, past its deadline, interrupts the running fiber
+// with SIGUSR2 (fibers are never preempted otherwise).
+static pthread_mutex_t g_wd_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wd_cv = PTHREAD_COND_INITIALIZER;
+static int g_wd_started;
+static unsigned long g_wd_launch;    // id of the launch being watched, 0 = none
+static struct timespec g_wd_deadline;
+static pthread_t g_wd_target;
 
-static void* watchdog_main(void* p) {
-  watchdog* w = (watchdog*)p;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  double s = w->seconds;
-  ts.tv_sec += (time_t)s;
-  ts.tv_nsec += (long)((s - (double)(time_t)s) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-  pthread_mutex_lock(&w->mu);
-  while (!w->done) {
-    if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0) {
-      if (!w->done) {
+static void* watchdog_main(void*) {
+  pthread_mutex_lock(&g_wd_mu);
+  for (;;) {
+    while (g_wd_launch == 0) pthread_cond_wait(&g_wd_cv, &g_wd_mu);
+    unsigned long id = g_wd_launch;
+    while (g_wd_launch == id) {
+      if (pthread_cond_timedwait(&g_wd_cv, &g_wd_mu, &g_wd_deadline) != 0 && g_wd_launch == id) {
         g_timed_out = 1;
-        pthread_kill(w->target, SIGUSR2);
+        pthread_kill(g_wd_target, SIGUSR2);
+        while (g_wd_launch == id) pthread_cond_wait(&g_wd_cv, &g_wd_mu);
       }
-      break;
     }
   }
-  pthread_mutex_unlock(&w->mu);
   return 0;
+}
+
+static void watchdog_arm(double seconds) {
+  static unsigned long next_id = 1;
+  pthread_mutex_lock(&g_wd_mu);
+  if (!g_wd_started) {
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_create(&th, &attr, watchdog_main, 0);
+    g_wd_started = 1;
+  }
+  clock_gettime(CLOCK_REALTIME, &g_wd_deadline);
+  g_wd_deadline.tv_sec += (time_t)seconds;
+  g_wd_deadline.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+  if (g_wd_deadline.tv_nsec >= 1000000000L) {
+    g_wd_deadline.tv_sec++;
+    g_wd_deadline.tv_nsec -= 1000000000L;
+  }
+  g_wd_target = pthread_self();
+  g_wd_launch = next_id++;
+  pthread_cond_signal(&g_wd_cv);
+  pthread_mutex_unlock(&g_wd_mu);
+}
+
+static void watchdog_disarm() {
+  pthread_mutex_lock(&g_wd_mu);
+  g_wd_launch = 0;
+  pthread_cond_signal(&g_wd_cv);
+  pthread_mutex_unlock(&g_wd_mu);
 }
 
 // ---------------------------------------------------------------- scheduling
@@ -508,17 +539,9 @@ MSL_EXPORT int msl_run(const msl_launch* L) {
   msl_runtime_api();
   g_rng = L->seed * 2654435761ULL + 88172645463325252ULL;
   g_timed_out = 0;
-  watchdog w;
   int have_wd = L->watchdog_s > 0;
   install_signals();
-  if (have_wd) {
-    w.target = pthread_self();
-    w.done = 0;
-    w.seconds = L->watchdog_s;
-    pthread_mutex_init(&w.mu, 0);
-    pthread_cond_init(&w.cv, 0);
-    pthread_create(&w.th, 0, watchdog_main, &w);
-  }
+  if (have_wd) watchdog_arm(L->watchdog_s);
   g_in_launch = 1;
   int rc = sigsetjmp(g_jmp, 1);
   if (rc == 0) {
@@ -535,15 +558,7 @@ MSL_EXPORT int msl_run(const msl_launch* L) {
   }
   g_in_launch = 0;
   g_api.current = 0;
-  if (have_wd) {
-    pthread_mutex_lock(&w.mu);
-    w.done = 1;
-    pthread_cond_signal(&w.cv);
-    pthread_mutex_unlock(&w.mu);
-    pthread_join(w.th, 0);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-  }
+  if (have_wd) watchdog_disarm();
   restore_signals();
   return rc;
 }
