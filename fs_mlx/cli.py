@@ -69,8 +69,9 @@ def quantize_spec(quantize: str | None, group_size: str | None) -> tuple[int, in
 
 
 KERNELS = click.option(
-    "--kernels", type=click.Choice(["auto", "metal", "mlx"]), default="auto", show_default=True,
-    help="which implementation runs the ops: hand-written Metal kernels or MLX's own",
+    "--kernels", type=click.Choice(["auto", "metal", "mlx", "msl"]), default="auto", show_default=True,
+    help="which implementation runs the ops: hand-written Metal kernels (metal), MLX's own "
+         "(mlx), or the Metal kernels through the CPU executor (msl: slow, for tests and learning)",
 )
 
 
@@ -305,6 +306,51 @@ def run(model: str | None, max_tokens: int, kernels: str, **kw) -> None:
     opts = ChatOptions(params=params, max_tokens=max_tokens, context=context,
                        hide_think=kw.get("hide_think", False), stop=tuple(kw.get("stop") or ()))
     chat_loop(ChatSession(lm, opts, system=kw.get("system"), think=not kw.get("no_think")))
+
+
+# --- bench ------------------------------------------------------------------------
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--prompt-tokens", "-p", type=int, default=128, show_default=True,
+              help="random prompt ids prefilled before decoding")
+@click.option("--gen-tokens", "-g", type=int, default=64, show_default=True,
+              help="tokens decoded per run (EOS ignored)")
+@click.option("--repeat", "-r", type=int, default=3, show_default=True,
+              help="measured runs per engine, after one warm-up (min/median/max reported)")
+@click.option("--no-warmup", is_flag=True, help="measure the first run too")
+@click.option("--contexts", help="sweep: prefill to each depth (e.g. 512,2048,8192) and decode "
+              "--gen-tokens there, the cache reused from one depth to the next")
+@click.option("--compare", multiple=True, help="also run mlx-lm (its own dtype) or mlx-lm:float32 "
+              "on the same checkpoint, alternating with fsx (repeatable)")
+@click.option("--kernels", default="auto", show_default=True,
+              help="auto, metal or mlx; comma-separated to compare them (metal,mlx)")
+@click.option("--bandwidth", type=float, help="memory bandwidth in GB/s for the roofline "
+              "(default: Apple chips from a table, else unknown)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random prompt")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="fsx's compute dtype (default: float32 on CPU, the checkpoint's on a GPU)")
+@QUANTIZE
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
+@click.option("--out", type=click.Path(dir_okay=False), help="also save the JSON report to this file")
+def bench(model: str | None, contexts: str | None, compare: tuple[str, ...], kernels: str,
+          no_warmup: bool, quantize: str | None, group_size: str | None, as_json: bool,
+          out: str | None, bandwidth: float | None, **kw) -> None:
+    """Measure prompt and decode speed, TTFT and memory of MODEL (default: the default model)."""
+    from .bench import Settings, format_report, parse_int_list, run_bench, write_json
+
+    s = Settings(model=model, contexts=parse_int_list(contexts, "--contexts") if contexts else [],
+                 compare=list(compare), kernels=parse_kernels(kernels), warmup=not no_warmup,
+                 bandwidth_gbs=bandwidth, quantize=quantize_spec(quantize, group_size), **kw)
+    report = run_bench(s, progress=lambda m: click.echo(m, err=True))
+    if out:
+        write_json(out, report)
+        click.echo(f"wrote {out}", err=True)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+def parse_kernels(text: str) -> list[str]:
+    return [k.strip() for k in text.split(",") if k.strip()] or ["auto"]
 
 
 def save_npy_atomic(path: str, array) -> None:

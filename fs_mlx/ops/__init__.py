@@ -5,6 +5,8 @@ The model never calls a kernel directly; it calls `ops.rms_norm`, `ops.rope`,
 
 - "mlx":   MLX's own ops (fs_mlx/ops/reference.py) — runs anywhere MLX runs;
 - "metal": the hand-written kernels in metal/*.metal (Apple GPUs);
+- "msl":   the same Metal kernels run by the MSL executor on the CPU
+           (fs_mlx/msl): exact but slow — for tests and for learning;
 - "auto":  metal where `mx.metal.is_available()`, else mlx.
 
 Every op also counts its calls (`launch_counts`), so the number of kernel
@@ -21,7 +23,7 @@ import mlx.core as mx
 from ..errors import FsxError
 from . import reference
 
-KERNEL_CHOICES = ("auto", "metal", "mlx")
+KERNEL_CHOICES = ("auto", "metal", "mlx", "msl")
 
 _impl: ModuleType = reference
 _name = "mlx"
@@ -35,12 +37,14 @@ def set_kernels(choice: str = "auto") -> str:
         raise FsxError(f"--kernels must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
     if choice == "auto":
         choice = "metal" if mx.metal.is_available() else "mlx"
-    if choice == "metal":
-        if not mx.metal.is_available():
-            raise FsxError("--kernels metal needs an Apple GPU (Metal is not available here)")
-        from .. import kernels  # imported lazily: builds Metal kernel objects
+    if choice in ("metal", "msl"):
+        if choice == "metal" and not mx.metal.is_available():
+            raise FsxError("--kernels metal needs an Apple GPU (Metal is not available here; "
+                           "--kernels msl runs the same kernels on the CPU, slowly)")
+        from .. import kernels  # imported lazily: builds kernel objects on first use
 
-        _impl, _name = kernels, "metal"
+        kernels.use_executor(choice == "msl")
+        _impl, _name = kernels, choice
     else:
         _impl, _name = reference, "mlx"
     return _name

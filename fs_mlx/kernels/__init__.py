@@ -1,0 +1,73 @@
+"""The hand-written Metal kernels, behind the ops seam.
+
+Each op has one `.metal` file in the top-level `metal/` folder holding the
+kernel *body* (what `mx.fast.metal_kernel` takes as `source`), plus shared
+helpers in `metal/common.h` (passed as `header`). Each op has one Python
+module here that owns its dispatch geometry and exposes the same signature
+as its MLX twin in `fs_mlx/ops/reference.py`.
+
+The kernels are built by a *factory*: `mx.fast.metal_kernel` on an Apple GPU,
+or `fs_mlx.msl.metal_kernel` — the MSL executor — anywhere else, which runs
+the very same source on the CPU (slowly, exactly). `use_executor()` picks it;
+`--kernels msl` does so from the command line.
+
+Kernel objects are built once per (factory, name): MLX compiles a Metal
+library per kernel object, so building one per call would recompile.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+
+from ..errors import FsxError
+
+
+def _metal_dir() -> Path:
+    # A source checkout (or editable install) keeps metal/ beside fs_mlx/;
+    # a wheel installs it as the package data fs_mlx/metal.
+    for d in (Path(__file__).resolve().parents[2] / "metal", Path(__file__).resolve().parents[1] / "metal"):
+        if (d / "common.h").is_file():
+            return d
+    raise FsxError("the Metal kernel sources (metal/*.metal) are missing from this installation")
+
+
+_executor = False
+
+
+def use_executor(on: bool = True) -> None:
+    """Build kernels with the MSL executor (runs on any CPU) instead of Metal."""
+    global _executor
+    _executor = on
+
+
+def using_executor() -> bool:
+    return _executor
+
+
+@lru_cache(maxsize=None)
+def source(name: str) -> str:
+    """The body of metal/<name>.metal (or a header, with its extension)."""
+    path = _metal_dir() / (name if "." in name else f"{name}.metal")
+    return path.read_text()
+
+
+@lru_cache(maxsize=None)
+def _build(executor: bool, name: str, inputs: tuple[str, ...], outputs: tuple[str, ...],
+           atomic_outputs: bool) -> Callable:
+    if executor:
+        from ..msl import metal_kernel
+    else:
+        metal_kernel = mx.fast.metal_kernel
+    return metal_kernel(
+        name=f"fsx_{name}", input_names=list(inputs), output_names=list(outputs),
+        source=source(name), header=source("common.h"), atomic_outputs=atomic_outputs,
+    )
+
+
+def kernel(name: str, inputs: list[str], outputs: list[str], atomic_outputs: bool = False) -> Callable:
+    """The kernel object for metal/<name>.metal, built once and reused."""
+    return _build(_executor, name, tuple(inputs), tuple(outputs), atomic_outputs)
