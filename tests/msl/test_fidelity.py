@@ -204,3 +204,19 @@ def test_ucontext_fallback_runs_the_same_kernel():
     env = dict(os.environ, FSX_MSL_FIBER="ucontext")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_missing_compiler_is_a_clear_error(monkeypatch):
+    from fs_mlx.msl import MslCompilerMissing, compiler
+
+    monkeypatch.setitem(sys.modules, "ziglang", None)  # `import ziglang` fails
+    monkeypatch.setattr(compiler.shutil, "which", lambda name: None)
+    monkeypatch.delenv("FSX_MSL_CC", raising=False)
+    compiler.find_compiler.cache_clear()
+    try:
+        with pytest.raises(MslCompilerMissing, match=r"pip install ziglang"):
+            compiler.find_compiler()
+    finally:
+        monkeypatch.undo()
+        compiler.find_compiler.cache_clear()
+    assert compiler.find_compiler()  # and back to normal

@@ -302,3 +302,26 @@ def test_simdgroup_matrix_multiply_accumulate():
     col = (q & 2) * 2 + (lane % 2) * 2
     want = np.stack([a[row, col], a[row, col + 1]], axis=1).reshape(-1)
     np.testing.assert_array_equal(np.array(elems), want)
+
+
+UTILS = """
+uint i = thread_position_in_grid.x;
+out[0] = Limits<float>::max;                       // +inf, as in MLX's utils.h
+out[1] = Limits<float>::finite_min;
+out[2] = float(Limits<bfloat16_t>::finite_max);
+out[3] = float(metal::numeric_limits<half>::max());
+out[4] = float(ceildiv(10, 4));
+out[5] = log1p(1e-8f) * 1e8f;
+out[6] = M_PI_F;
+out[7] = float(Limits<int32_t>::max);
+out[8] = metal::isinf(INFINITY) ? 1.0f : 0.0f;
+out[9] = float(half(0.1h) + 0.2h);
+"""
+
+
+def test_mlx_utils_and_constants():
+    k = metal_kernel("utils", [], ["out"], UTILS)
+    (out,) = run(k, [], [(10,)], [mx.float32], (1, 1, 1), (1, 1, 1))
+    want = [np.inf, -np.finfo(np.float32).max, 3.3895313892515355e38, 65504, 3, 1.0, np.pi, 2**31 - 1, 1,
+            np.float16(np.float16(0.1) + np.float16(0.2))]
+    np.testing.assert_allclose(np.array(out), np.array(want, np.float32), rtol=1e-7)
