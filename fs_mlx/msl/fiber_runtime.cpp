@@ -40,7 +40,9 @@ static const unsigned long MSL_TG_LIMIT = 32768;  // Metal's threadgroup memory 
 // msl_switch(save, to): saves callee-saved registers on the current stack,
 // stores the stack pointer in *save, and resumes the fiber whose stack
 // pointer is `to`. Hand-written because swapcontext makes a syscall
-// (sigprocmask) per switch, about 8x slower.
+// (sigprocmask) per switch, about 8x slower. The floating-point control
+// registers (MXCSR, FPCR) are not switched: all fibers share the
+// scheduler's rounding mode, and kernels cannot change it.
 extern "C" void msl_switch(void** save, void* to);
 extern "C" void msl_fiber_trampoline();
 extern "C" void msl_fiber_main(msl_thread* t);
@@ -63,10 +65,8 @@ asm(".text\n"
     ".globl " MSL_SYM(msl_switch) "\n"
     MSL_SYM(msl_switch) ":\n"
     "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
-    "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
     "  movq %rsp, (%rdi)\n"
     "  movq %rsi, %rsp\n"
-    "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
     "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
     "  ret\n"
     ".globl " MSL_SYM(msl_fiber_trampoline) "\n"
@@ -79,16 +79,12 @@ asm(".text\n"
 // with the thread pointer in r12 and a 16-byte aligned stack at the call.
 static void* fiber_prepare(char* lo, unsigned long size, msl_thread* t) {
   unsigned long top = ((unsigned long)(lo + size - stack_color(t))) & ~15UL;
-  unsigned long* sp = (unsigned long*)(top - 24);
-  *sp = (unsigned long)&msl_fiber_trampoline;   // return address
-  *--sp = 0;                                      // rbp
+  unsigned long* sp = (unsigned long*)(top - 8);
+  *sp = (unsigned long)&msl_fiber_trampoline;   // return address; after `ret`
+  *--sp = 0;                                      // rbp   rsp = top, 16-aligned
   *--sp = 0;                                      // rbx
   *--sp = (unsigned long)t;                       // r12
   *--sp = 0; *--sp = 0; *--sp = 0;                // r13 r14 r15
-  unsigned int csr[2];
-  asm volatile("stmxcsr %0" : "=m"(csr[0]));
-  asm volatile("fnstcw %0" : "=m"(*(unsigned short*)&csr[1]));
-  *--sp = (unsigned long)csr[0] | ((unsigned long)(csr[1] & 0xffff) << 32);
   return sp;
 }
 #elif !defined(MSL_FIBER_UCONTEXT) && defined(__aarch64__)
@@ -459,9 +455,12 @@ static void run_group(const msl_launch* L, const unsigned gid[3]) {
   g.alive = n;
   g.tg_used = 0;
   g.nsites = 0;
-  for (unsigned i = 0; i < n; i++) {
+  unsigned sgs = (n + 31) / 32, dsgs = (nd + 31) / 32, qgs = (n + 3) / 4, dqgs = (nd + 3) / 4;
+  unsigned i = 0;
+  for (unsigned z = 0; z < tsz[2]; z++)
+  for (unsigned y = 0; y < tsz[1]; y++)
+  for (unsigned x = 0; x < tsz[0]; x++, i++) {
     msl_thread* t = &g_threads[i];
-    unsigned x = i % tsz[0], y = (i / tsz[0]) % tsz[1], z = i / (tsz[0] * tsz[1]);
     unsigned loc[3] = {x, y, z};
     for (int d = 0; d < 3; d++) {
       t->thread_position_in_threadgroup[d] = loc[d];
@@ -475,12 +474,12 @@ static void run_group(const msl_launch* L, const unsigned gid[3]) {
     t->thread_index_in_threadgroup = i;
     t->thread_index_in_simdgroup = i % 32;
     t->simdgroup_index_in_threadgroup = i / 32;
-    t->simdgroups_per_threadgroup = (n + 31) / 32;
-    t->dispatch_simdgroups_per_threadgroup = (nd + 31) / 32;
+    t->simdgroups_per_threadgroup = sgs;
+    t->dispatch_simdgroups_per_threadgroup = dsgs;
     t->thread_index_in_quadgroup = i % 4;
     t->quadgroup_index_in_threadgroup = i / 4;
-    t->quadgroups_per_threadgroup = (n + 3) / 4;
-    t->dispatch_quadgroups_per_threadgroup = (nd + 3) / 4;
+    t->quadgroups_per_threadgroup = qgs;
+    t->dispatch_quadgroups_per_threadgroup = dqgs;
     t->kind = MSL_WAIT_NONE;
     t->state = ST_READY;
     char* stack = L->stacks + i * L->stack_size;
