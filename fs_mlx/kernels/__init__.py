@@ -71,3 +71,6 @@ def _build(executor: bool, name: str, inputs: tuple[str, ...], outputs: tuple[st
 def kernel(name: str, inputs: list[str], outputs: list[str], atomic_outputs: bool = False) -> Callable:
     """The kernel object for metal/<name>.metal, built once and reused."""
     return _build(_executor, name, tuple(inputs), tuple(outputs), atomic_outputs)
+
+
+from .quantized import quantized_matmul, quantized_swiglu  # noqa: E402  (needs kernel())

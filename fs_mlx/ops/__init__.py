@@ -86,3 +86,9 @@ def quantized_matmul(x, w, scales, biases, *, transpose=True, group_size=64, bit
     return _impl.quantized_matmul(
         x, w, scales, biases, transpose=transpose, group_size=group_size, bits=bits
     )
+
+
+def quantized_swiglu(x, w, scales, biases, *, group_size=64, bits=4):
+    # w = [gate; up] quantized as one matrix (fs_mlx/fuse.py): silu(x @ gate.T) * (x @ up.T)
+    launch_counts["quantized_swiglu"] += 1
+    return _impl.quantized_swiglu(x, w, scales, biases, group_size=group_size, bits=bits)

@@ -63,3 +63,12 @@ def quantized_matmul(
     return mx.quantized_matmul(
         x, w, scales, biases, transpose=transpose, group_size=group_size, bits=bits
     )
+
+
+def quantized_swiglu(
+    x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *, group_size: int = 64, bits: int = 4
+) -> mx.array:
+    # w = [gate; up]: uint32 [2*inter, in*bits/32] -> silu(x @ gate.T) * (x @ up.T), [..., inter]
+    y = quantized_matmul(x, w, scales, biases, transpose=True, group_size=group_size, bits=bits)
+    gate, up = mx.split(y, 2, axis=-1)
+    return swiglu(gate, up)
