@@ -4,6 +4,57 @@
 #pragma once
 
 // ===========================================================================
+// Reductions and softmax helpers (rms_norm, add_rms_norm, qk_norm_rope,
+// attention_decode, attention_prefill)
+// ===========================================================================
+
+// The sum of `v` over the whole threadgroup, returned to every thread.
+// `partial` is a threadgroup float[32] declared by the kernel (threadgroup
+// memory must be declared in the body). Two barriers: the partials must be
+// written before SIMD group 0 reads them, and the total before anyone does.
+METAL_FUNC float threadgroup_sum(float v, threadgroup float* partial, uint sg, uint lane, uint n_sg) {
+  // Reduce within the SIMD group, one partial per group
+  v = simd_sum(v);
+  if (lane == 0) {
+    partial[sg] = v;
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  // Accumulate over SIMD groups (in SIMD group 0), publish in partial[0]
+  if (sg == 0) {
+    float p = simd_sum(lane < n_sg ? partial[lane] : 0.0f);
+    if (lane == 0) {
+      partial[0] = p;
+    }
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  return partial[0];
+}
+
+// The element pair a RoPE "unit" u of a D-wide row rotates (dims <= D, even).
+// Units u < dims / 2 rotate; the rest are the untouched tail, also in pairs.
+//   rotate-half (Llama/Qwen, traditional = false): (u, u + dims / 2)
+//   interleaved (GPT-J, traditional = true):       (2u, 2u + 1)
+//   tail (u >= dims / 2):                          (dims + 2t, dims + 2t + 1), t = u - dims / 2
+METAL_FUNC uint2 rope_pair(uint u, uint dims, bool traditional) {
+  uint half_dims = dims / 2;
+  if (u >= half_dims) {
+    uint e = dims + 2 * (u - half_dims);
+    return uint2(e, e + 1);
+  }
+  return traditional ? uint2(2 * u, 2 * u + 1) : uint2(u, u + half_dims);
+}
+
+// Rotate (a, b) by theta: (a cos - b sin, a sin + b cos).
+METAL_FUNC float2 rotate(float a, float b, float theta) {
+  float c = metal::cos(theta);
+  float s = metal::sin(theta);
+  return float2(a * c - b * s, a * s + b * c);
+}
+
+// -infinity, the running max of an online softmax before its first score.
+constant constexpr float NEG_INF = -metal::numeric_limits<float>::infinity();
+
+// ===========================================================================
 // Affine quantization helpers (qmv.metal, qmm.metal)
 //
 // MLX's format: row n of a quantized matrix is K / (32 / BITS) uint32 words,

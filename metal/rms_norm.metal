@@ -1,0 +1,43 @@
+// rms_norm: out = x / sqrt(mean(x^2) + eps) * w over the last axis.
+//
+// x [rows, D] (any float type), w [D], eps (float) -> out [rows, D] (T).
+// Template: T, the output type. D comes from w's shape; rows from the grid.
+//
+// Thread layout (fs_mlx/kernels/norm.py: norm_geometry):
+//   grid (rows * TG, 1, 1), threadgroup (TG, 1, 1), TG = D / 4 rounded up to
+//   a multiple of 32 (at most 1024). One threadgroup per row; thread t owns
+//   elements 4t .. 4t + 3, then 4(t + TG) .. and so on for rows wider than
+//   4 * TG. Two sweeps over the row: the sum of squares (SIMD sums, then a
+//   threadgroup sum across SIMD groups), then the scaled write. The second
+//   sweep reads the same bytes the thread just read, from cache.
+//
+// As MLX's rms_single_row/rms_looped: float accumulation, one rounding on
+// the write.
+
+constexpr uint N_READS = 4;
+threadgroup float partial[32];
+
+uint row = threadgroup_position_in_grid.x;
+uint tid = thread_position_in_threadgroup.x;
+uint tg = threads_per_threadgroup.x;
+uint D = w_shape[0];
+size_t base = size_t(row) * D;
+
+// Sum of squares of this thread's elements
+float acc = 0.0f;
+for (uint i = tid * N_READS; i < D; i += tg * N_READS) {
+  for (uint j = i; j < min(i + N_READS, D); j++) {
+    float v = float(x[base + j]);
+    acc += v * v;
+  }
+}
+float total = threadgroup_sum(acc, partial, simdgroup_index_in_threadgroup,
+                              thread_index_in_simdgroup, simdgroups_per_threadgroup);
+float inv = metal::precise::rsqrt(total / float(D) + eps);
+
+// Write the normalized, weighted row
+for (uint i = tid * N_READS; i < D; i += tg * N_READS) {
+  for (uint j = i; j < min(i + N_READS, D); j++) {
+    out[base + j] = static_cast<T>(float(x[base + j]) * inv * float(w[j]));
+  }
+}
