@@ -324,7 +324,7 @@ def run(model: str | None, max_tokens: int, kernels: str, **kw) -> None:
 @click.option("--compare", multiple=True, help="also run mlx-lm (its own dtype) or mlx-lm:float32 "
               "on the same checkpoint, alternating with fsx (repeatable)")
 @click.option("--kernels", default="auto", show_default=True,
-              help="auto, metal or mlx; comma-separated to compare them (metal,mlx)")
+              help="auto, metal, mlx or msl; comma-separated to compare them (metal,mlx)")
 @click.option("--bandwidth", type=float, help="memory bandwidth in GB/s for the roofline "
               "(default: Apple chips from a table, else unknown)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random prompt")

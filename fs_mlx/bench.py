@@ -1,0 +1,681 @@
+"""`fsx bench`: tokens per second, time to first token and memory — next to mlx-lm, against the roofline.
+
+One measurement is the same for every engine, taken on the same clock:
+
+    t0 --prefill P prompt tokens--> first token --G-1 more tokens--> last token
+
+    ttft_s          = first - t0
+    prompt_tps      = P / ttft_s                    (mlx-lm's definition)
+    generation_tps  = (G - 1) / (last - first)      tokens after the first / time after the first
+    peak_memory_gb  = mx.get_peak_memory() / 1e9, reset at t0 (weights and KV cache included)
+
+Each engine runs through its own public streaming API — fsx `generate.stream_generate`,
+mlx-lm `mlx_lm.stream_generate` — greedy, EOS ignored, on random prompt ids from a
+fixed seed. mlx-lm runs in a sibling process (`python -m fs_mlx.bench --worker`), so
+each process's peak memory is its own engine's alone; runs alternate between engines
+and the order rotates every repeat, so a slow spell on a shared machine hits both.
+
+The roofline: decoding one token reads every weight once (the embedding table in full
+when it doubles as the output projection, one row of it otherwise) plus the K and V of
+every cached position. bytes/token x tok/s / memory bandwidth is the fraction of the
+machine's ceiling that the engine reaches. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from .errors import FsxError
+
+# --- memory bandwidth ---------------------------------------------------------------
+
+# Unified-memory bandwidth in GB/s, Apple's figures for each chip's top configuration.
+# Binned parts have less (M3 Max 14-core CPU: 300, M4 Max 14-core CPU: 410; M5 Pro/Max
+# as announced): pass --bandwidth when yours differs.
+APPLE_BANDWIDTH_GBS = {
+    "M1": 68.25, "M1 Pro": 200, "M1 Max": 400, "M1 Ultra": 800,
+    "M2": 100, "M2 Pro": 200, "M2 Max": 400, "M2 Ultra": 800,
+    "M3": 100, "M3 Pro": 150, "M3 Max": 400, "M3 Ultra": 819,
+    "M4": 120, "M4 Pro": 273, "M4 Max": 546,
+    "M5": 153, "M5 Pro": 307, "M5 Max": 614,
+}
+
+
+def device_name() -> str:
+    info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
+    return str(info.get("device_name", "unknown"))
+
+
+def apple_bandwidth(name: str) -> float | None:
+    """'Apple M2 Max' -> 400.0; None for anything not in the table."""
+    words = name.replace("Apple", "").split()
+    for n in (2, 1):  # "M4 Max" before "M4"
+        key = " ".join(words[:n])
+        if key in APPLE_BANDWIDTH_GBS:
+            return float(APPLE_BANDWIDTH_GBS[key])
+    return None
+
+
+# --- roofline arithmetic --------------------------------------------------------------
+
+def weight_bytes_per_token(param_bytes: dict[str, int], tied: bool, vocab_size: int) -> int:
+    """Bytes of weights one decoded token reads, from {parameter name: bytes held in memory}.
+
+    Every matrix is read once per token, except the embedding table: it is read in full
+    only when tied (it is the output projection too); otherwise one row is gathered.
+    """
+    total = sum(param_bytes.values())
+    if tied:
+        return total
+    embed = sum(n for k, n in param_bytes.items() if k.startswith("model.embed_tokens."))
+    return total - embed + embed // vocab_size
+
+
+def kv_bytes_per_position(layers: int, kv_heads: int, head_dim: int, itemsize: int) -> int:
+    """K and V of one cached position, all layers."""
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def bytes_per_token(weight_bytes: int, kv_per_position: int, depth: float) -> float:
+    return weight_bytes + kv_per_position * depth
+
+
+def roofline_fraction(bytes_tok: float, tps: float, bandwidth_gbs: float | None) -> float | None:
+    return None if not bandwidth_gbs else bytes_tok * tps / (bandwidth_gbs * 1e9)
+
+
+def model_param_bytes(model) -> dict[str, int]:
+    return {k: v.nbytes for k, v in tree_flatten(model.parameters())}
+
+
+# --- settings -----------------------------------------------------------------------
+
+FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+COMPARE_CHOICES = ("mlx-lm", "mlx-lm:float32")  # as mlx-lm loads it; cast to float32 like fsx on CPU
+
+
+@dataclass
+class Settings:
+    model: str | None  # None: the default model (hub.DEFAULT_MODEL)
+    prompt_tokens: int = 128
+    gen_tokens: int = 64
+    repeat: int = 3
+    warmup: bool = True
+    contexts: list[int] = field(default_factory=list)  # empty: one run at prompt_tokens
+    compare: list[str] = field(default_factory=list)
+    kernels: list[str] = field(default_factory=lambda: ["auto"])
+    bandwidth_gbs: float | None = None
+    seed: int = 0
+    quantize: tuple[int, int] | None = None  # (bits, group_size): quantize float weights first
+    dtype: str | None = None  # fsx's compute dtype; None: its own choice (float32 on CPU)
+
+    def validate(self) -> "Settings":
+        if self.prompt_tokens < 1:
+            raise FsxError(f"--prompt-tokens must be at least 1, got {self.prompt_tokens}")
+        if self.gen_tokens < 2:
+            raise FsxError(f"--gen-tokens must be at least 2 (decode speed needs two tokens), "
+                           f"got {self.gen_tokens}")
+        if self.repeat < 1:
+            raise FsxError(f"--repeat must be at least 1, got {self.repeat}")
+        if self.bandwidth_gbs is not None and not self.bandwidth_gbs > 0:
+            raise FsxError(f"--bandwidth must be a positive number of GB/s, got {self.bandwidth_gbs}")
+        for c in self.compare:
+            if c not in COMPARE_CHOICES:
+                raise FsxError(f"--compare must be one of {', '.join(COMPARE_CHOICES)}, not {c!r}")
+        if self.compare:
+            try:
+                import importlib.util
+                found = importlib.util.find_spec("mlx_lm") is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise FsxError("--compare mlx-lm needs mlx-lm installed (pip install mlx-lm)")
+        from .ops import KERNEL_CHOICES
+
+        for k in self.kernels:
+            if k not in KERNEL_CHOICES:
+                raise FsxError(f"--kernels must be one of {', '.join(KERNEL_CHOICES)} "
+                               f"(comma-separated to compare), not {k!r}")
+        if self.dtype not in (None, *FLOAT_DTYPES):
+            raise FsxError(f"--dtype must be one of {', '.join(FLOAT_DTYPES)}, not {self.dtype!r}")
+        if self.contexts:
+            if any(b <= a for a, b in zip(self.contexts, self.contexts[1:])):
+                raise FsxError(f"--contexts must increase: {','.join(map(str, self.contexts))}")
+            if self.contexts[0] < 1:
+                raise FsxError("--contexts must be positive token counts")
+        return self
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """'512,2k,8192' -> [512, 2048, 8192]."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        mult = 1024 if part.lower().endswith("k") else 1
+        try:
+            out.append(int(part[:-1] if mult > 1 else part) * mult)
+        except ValueError:
+            raise FsxError(f"{option}: expected comma-separated token counts like 512,2048, "
+                           f"got {text!r}") from None
+    if not out:
+        raise FsxError(f"{option}: no values given")
+    return out
+
+
+def prompt_ids(n: int, vocab: int, seed: int) -> list[int]:
+    """n random token ids from a fixed seed: the same prompt for every engine and run."""
+    rng = random.Random(seed)
+    return [rng.randrange(vocab) for _ in range(n)]
+
+
+# --- one measurement ---------------------------------------------------------------
+
+def time_tokens(tokens: Iterator[int], n_prompt: int) -> dict:
+    """Drain a token stream; time it with the definitions at the top of this file."""
+    gc.collect()
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    t0 = time.perf_counter()
+    first = last = 0.0
+    n = 0
+    for _ in tokens:
+        last = time.perf_counter()
+        if n == 0:
+            first = last
+        n += 1
+    if n == 0:
+        raise FsxError("the engine generated no tokens")
+    ttft = first - t0
+    return {
+        "prompt_tokens": n_prompt,
+        "generation_tokens": n,
+        "ttft_s": ttft,
+        "prompt_tps": n_prompt / ttft,
+        "generation_tps": (n - 1) / (last - first) if n > 1 and last > first else 0.0,
+        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+    }
+
+
+# --- the engines ---------------------------------------------------------------------
+# Each keeps one KV cache: run(new_ids, gen, fresh) extends it by new_ids (a fresh cache
+# when fresh), decodes gen tokens, and reports the measurement and the cache depth.
+
+class FsxEngine:
+    name = "fsx"
+
+    def __init__(self, model: str | None, kernels: str, quantize: tuple[int, int] | None = None,
+                 dtype: str | None = None):
+        from .loading import load
+        from .ops import set_kernels
+
+        self.kernels = set_kernels(kernels)
+        t = time.perf_counter()
+        self.lm = load(model, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
+        self.load_s = time.perf_counter() - t
+        self.cache = None
+
+    def run(self, new_ids: list[int], gen: int, fresh: bool) -> dict:
+        from . import ops
+        from .generate import PromptCache, stream_generate
+
+        ops.set_kernels(self.kernels)  # several fsx engines may alternate in one process
+        if fresh or self.cache is None:
+            self.cache = PromptCache(self.lm.model)
+        prompt = self.cache.tokens + new_ids  # reuse() finds the cached prefix
+        stream = stream_generate(self.lm, prompt, max_tokens=gen, ignore_eos=True, cache=self.cache)
+        m = time_tokens((r.token for r in stream if r.token is not None), len(new_ids))
+        return {**m, "depth": self.cache.offset}
+
+    def info(self) -> dict:
+        c = self.lm.config
+        return {
+            "dtype": str(self.lm.dtype).replace("mlx.core.", ""),
+            "load_s": self.load_s,
+            "weight_bytes_per_token": weight_bytes_per_token(
+                model_param_bytes(self.lm.model), c.tie_word_embeddings, c.vocab_size),
+            "kv_bytes_per_position": kv_bytes_per_position(
+                c.num_hidden_layers, c.num_key_value_heads, c.head_dim, self.lm.dtype.size),
+            "vocab_size": c.vocab_size,
+            "max_position_embeddings": c.max_position_embeddings,
+        }
+
+    def close(self) -> None:
+        pass
+
+
+class MlxLmEngine:
+    """mlx-lm itself, in this process (the worker's side)."""
+
+    name = "mlx-lm"
+
+    def __init__(self, model: str, dtype: str | None):
+        import mlx_lm
+        from mlx_lm.sample_utils import make_sampler
+
+        t = time.perf_counter()
+        self.model, self.tokenizer = mlx_lm.load(model)
+        if dtype == "float32":
+            self.model.set_dtype(mx.float32)  # floats only; packed quantized weights stay
+            mx.eval(self.model.parameters())
+        self.load_s = time.perf_counter() - t
+        self.tokenizer.eos_token_ids = []  # EOS ignored, as fsx's ignore_eos
+        self.sampler = make_sampler(temp=0.0)
+        self.cache = None
+
+    def run(self, new_ids: list[int], gen: int, fresh: bool) -> dict:
+        import mlx_lm
+        from mlx_lm.models.cache import make_prompt_cache
+
+        if fresh or self.cache is None:
+            self.cache = make_prompt_cache(self.model)
+        stream = mlx_lm.stream_generate(
+            self.model, self.tokenizer, mx.array(new_ids), max_tokens=gen,
+            sampler=self.sampler, prompt_cache=self.cache,
+        )
+        m = time_tokens((r.token for r in stream), len(new_ids))
+        return {**m, "depth": self.cache[0].offset}
+
+    def info(self) -> dict:
+        args = self.model.args
+        # The activations' dtype (and so the KV cache's) is what the embedding yields:
+        # the weights' dtype, or a quantized embedding's scales' dtype.
+        dtype = self.model.model.embed_tokens(mx.array([[0]])).dtype
+        params = model_param_bytes(self.model)
+        head_dim = getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads
+        return {
+            "dtype": str(dtype).replace("mlx.core.", ""),
+            "load_s": self.load_s,
+            "weight_bytes_per_token": weight_bytes_per_token(
+                params, not any(k.startswith("lm_head.") for k in params), args.vocab_size),
+            "kv_bytes_per_position": kv_bytes_per_position(
+                args.num_hidden_layers, args.num_key_value_heads, head_dim, dtype.size),
+            "vocab_size": args.vocab_size,
+        }
+
+    def close(self) -> None:
+        pass
+
+
+class WorkerEngine:
+    """The parent's handle on an engine that lives in a sibling process (JSON lines)."""
+
+    def __init__(self, name: str, model: str, dtype: str | None):
+        self.name = name
+        self.kernels = "mlx"
+        cmd = [sys.executable, "-m", "fs_mlx.bench", "--worker"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self._call({"op": "load", "model": model, "dtype": dtype})
+
+    def _call(self, request: dict) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            err = self.proc.stderr.read().strip().splitlines()
+            raise FsxError(f"the {self.name} worker died: {err[-1] if err else 'no message'}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise FsxError(f"{self.name}: {reply['error']}")
+        return reply
+
+    def run(self, new_ids: list[int], gen: int, fresh: bool) -> dict:
+        return self._call({"op": "run", "ids": new_ids, "gen": gen, "fresh": fresh})
+
+    def info(self) -> dict:
+        return self._call({"op": "info"})
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def worker_main() -> None:
+    """The sibling process: one engine, driven by JSON lines on stdin."""
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything mlx-lm prints goes to stderr, never into the protocol
+    engine = None
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            if req["op"] == "load":
+                engine = MlxLmEngine(req["model"], req.get("dtype"))
+                reply = {"ok": True}
+            elif req["op"] == "run":
+                reply = engine.run(req["ids"], req["gen"], req["fresh"])
+            elif req["op"] == "info":
+                reply = engine.info()
+            else:
+                break
+        except Exception as e:  # reported to the parent, which raises it as FsxError
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(reply) + "\n")
+
+
+# --- the plan ------------------------------------------------------------------------
+
+def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) -> list:
+    """fsx once per --kernels choice, then one mlx-lm worker per --compare entry."""
+    model, quantize = s.model, s.quantize
+    if quantize and s.compare:  # mlx-lm cannot quantize on load: both read one written copy
+        from .loading import resolve_model_dir
+        from .quantize import write_quantized
+
+        model = str(workdir / "quantized")
+        progress(f"quantizing to {quantize[0]} bits, group {quantize[1]} (fsx quantize) ...")
+        write_quantized(resolve_model_dir(s.model), Path(model), *quantize)
+        quantize = None
+    engines = []
+    try:
+        for k in s.kernels:
+            progress(f"loading {model or 'the default model'} in fsx (kernels {k}) ...")
+            engines.append(FsxEngine(model, k, quantize, s.dtype))
+        for c in s.compare:
+            dtype = c.split(":")[1] if ":" in c else None
+            path = mlx_lm_checkpoint(engines[0].lm.path, progress)
+            progress(f"loading {path} in mlx-lm{' as ' + dtype if dtype else ''} (sibling process) ...")
+            engines.append(WorkerEngine("mlx-lm", path, dtype))
+    except BaseException:
+        for e in engines:
+            e.close()
+        raise
+    return engines
+
+
+def mlx_lm_checkpoint(path: Path, progress: Callable[[str], None]) -> str:
+    """A directory mlx-lm loads holding the very weights fsx runs.
+
+    mlx-lm reads Hugging Face / MLX directories, not GGUF files: a .gguf is written
+    out once (cached next to the downloaded models) as an MLX-quantized directory —
+    the tensors exactly as `mx.load` decodes them, which is also what fsx runs.
+    """
+    if path.is_dir():
+        return str(path)
+    from .hub import cache_dir
+
+    st = path.stat()
+    out = cache_dir() / "mlx-lm" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+    if not (out / "config.json").is_file():
+        progress(f"writing {path.name} as an MLX checkpoint for mlx-lm: {out}")
+        export_gguf(path, out)
+    return str(out)
+
+
+def export_gguf(path: Path, out: Path) -> None:
+    """A .gguf -> config.json + model.safetensors + tokenizer files, MLX layout (atomic)."""
+    import shutil
+
+    from .gguf import build_tokenizer, config_from_header, load_tensors, read_header
+
+    header = read_header(path)
+    config = config_from_header(header)
+    tensors = load_tensors(header, config)
+    tok = build_tokenizer(header)
+    raw = {k: v for k, v in asdict(config).items() if k != "extra" and v is not None}
+    if config.quantization:
+        q = dict(config.quantization)
+        for name, scales in tensors.items():  # layers whose width differs from the default
+            if name.endswith(".scales"):
+                layer = name[: -len(".scales")]
+                bits = tensors[f"{layer}.weight"].shape[-1] * 32 // (scales.shape[-1] * q["group_size"])
+                if bits != q["bits"]:
+                    q[layer] = {"group_size": q["group_size"], "bits": bits}
+        raw["quantization"] = q
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        mx.save_safetensors(str(tmp / "model.safetensors"), tensors, metadata={"format": "mlx"})
+        tok.backend.save(str(tmp / "tokenizer.json"))
+        tok_config = {**tok.special_tokens, "chat_template": tok.chat_template,
+                      "tokenizer_class": "PreTrainedTokenizerFast"}
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
+        raw["eos_token_id"] = tok.eos_token_ids or raw.get("eos_token_id")
+        (tmp / "config.json").write_text(json.dumps(raw, indent=2))
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_bench(s: Settings, progress: Callable[[str], None] = lambda m: None) -> dict:
+    """Load every engine, warm each up, measure them alternately; one JSON-ready report."""
+    s.validate()
+    bandwidth, source = resolve_bandwidth(s.bandwidth_gbs)
+    with tempfile.TemporaryDirectory(prefix="fsx-bench-") as workdir:
+        engines = open_engines(s, Path(workdir), progress)
+        try:
+            path = str(engines[0].lm.path)
+            results = measure_all(s, engines, bandwidth, progress)
+        finally:
+            for e in engines:
+                e.close()
+    return {
+        "model_path": path,
+        "results": results,
+        "machine": machine_info(bandwidth, source),
+        "versions": versions(bool(s.compare)),
+        "settings": {**asdict(s), "definitions": DEFINITIONS},
+    }
+
+
+def measure_all(s: Settings, engines: list, bandwidth: float | None, progress) -> list[dict]:
+    first = engines[0].info()
+    depths = s.contexts or [s.prompt_tokens]
+    limit = first["max_position_embeddings"]
+    if depths[-1] + s.gen_tokens > limit:
+        raise FsxError(f"context {depths[-1]} + {s.gen_tokens} generated tokens exceeds the "
+                       f"model's {limit} positions")
+    ids = prompt_ids(depths[-1], first["vocab_size"], s.seed)
+
+    infos = [first] + [e.info() for e in engines[1:]]
+    if s.warmup:  # first calls allocate, fault pages in, fill caches: not what we measure
+        for e, info in zip(engines, infos):
+            progress(f"warm-up: {e.name} {info['dtype']} (kernels {e.kernels})")
+            e.run(ids[: depths[0]], min(s.gen_tokens, 8), fresh=True)
+    rows: dict[tuple[int, int], list[dict]] = {(i, d): [] for i in range(len(engines)) for d in depths}
+
+    total, step = s.repeat * len(engines) * len(depths), 0
+    for r in range(s.repeat):
+        shift = r % len(engines)
+        for i in list(range(shift, len(engines))) + list(range(shift)):  # who goes first rotates
+            e, have = engines[i], 0
+            for j, depth in enumerate(depths):
+                if have >= depth:
+                    raise FsxError(f"--contexts: {depth} is not beyond the previous step's depth "
+                                   f"({have}: its context plus {s.gen_tokens} generated tokens)")
+                # The sweep reuses the cache: only the tokens beyond what it holds are prefilled.
+                m = e.run(ids[have:depth], s.gen_tokens, fresh=(j == 0))
+                have = m["depth"]
+                rows[(i, depth)].append(m)
+                step += 1
+                progress(f"[{step}/{total}] {e.name:<6} {infos[i]['dtype']:<8} context {depth:>6}: "
+                         f"prompt {m['prompt_tps']:9.1f} tok/s  decode {m['generation_tps']:8.2f} tok/s  "
+                         f"peak {m['peak_memory_gb']:.3f} GB")
+    results = [result_row(engines[i], infos[i], d, rows[(i, d)], s.gen_tokens, bandwidth)
+               for d in depths for i in range(len(engines))]
+    add_ratios(results)
+    return results
+
+
+METRICS = ("prompt_tps", "generation_tps", "ttft_s", "peak_memory_gb")
+
+
+def result_row(engine, info: dict, context: int, runs: list[dict], gen: int,
+               bandwidth: float | None) -> dict:
+    """Medians as the headline numbers, min/median/max of each in `spread`, every run kept."""
+    row = {"engine": engine.name, "kernels": engine.kernels, "dtype": info["dtype"],
+           "context": context, "prompt_tokens": runs[0]["prompt_tokens"], "gen_tokens": gen,
+           "repeat": len(runs)}
+    row.update({m: statistics.median(r[m] for r in runs) for m in METRICS})
+    row["spread"] = {m: summarise([r[m] for r in runs]) for m in METRICS}
+    row["load_s"] = info["load_s"]
+    bpt = bytes_per_token(info["weight_bytes_per_token"], info["kv_bytes_per_position"],
+                          context + gen / 2)
+    row["weight_bytes_per_token"] = info["weight_bytes_per_token"]
+    row["kv_bytes_per_position"] = info["kv_bytes_per_position"]
+    row["bytes_per_token"] = bpt
+    row["achieved_gbs"] = bpt * row["generation_tps"] / 1e9
+    row["roofline_fraction"] = roofline_fraction(bpt, row["generation_tps"], bandwidth)
+    row["runs"] = runs
+    return row
+
+
+def add_ratios(results: list[dict]) -> None:
+    """Each row other than the first fsx one at its context gets fsx / this row."""
+    for row in results:
+        ref = next(r for r in results if r["context"] == row["context"])
+        row["ratio"] = None if row is ref else {
+            m: ref[m] / row[m] if row[m] else None
+            for m in ("prompt_tps", "generation_tps", "peak_memory_gb")
+        }
+
+
+def summarise(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+DEFINITIONS = {
+    "prompt_tps": "prompt tokens prefilled in this step / ttft_s",
+    "generation_tps": "(generated tokens - 1) / (time of the last token - time of the first)",
+    "ttft_s": "seconds from the call to the first generated token",
+    "peak_memory_gb": "mx.get_peak_memory() / 1e9 during the step (weights included), per process",
+    "context": "KV cache depth when decoding starts",
+    "bytes_per_token": "weights read per decoded token, as held in memory, + K and V at the "
+                       "mean decode depth (context + gen_tokens / 2)",
+    "achieved_gbs": "bytes_per_token x generation_tps / 1e9",
+    "roofline_fraction": "achieved_gbs / memory bandwidth (null when the bandwidth is unknown)",
+    "ratio": "the first fsx row / this row, medians: > 1 = fsx faster (tps) or bigger (peak)",
+    "spread": "min, median, max over the repeats",
+}
+
+
+# --- machine and versions --------------------------------------------------------------
+
+def resolve_bandwidth(override: float | None) -> tuple[float | None, str]:
+    if override:
+        return override, "--bandwidth"
+    name = device_name()
+    bw = apple_bandwidth(name) if mx.metal.is_available() else None
+    return (bw, f"Apple table ({name})") if bw else (None, "unknown")
+
+
+def machine_info(bandwidth: float | None, source: str) -> dict:
+    from . import openblas
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    return {
+        "device": device_name(), "default_device": str(mx.default_device()),
+        "metal": mx.metal.is_available(), "cpu": cpu, "cpu_count": os.cpu_count(),
+        "memory_gib": memory, "platform": platform.platform(), "blas": openblas.STATUS,
+        "bandwidth_gbs": bandwidth, "bandwidth_source": source,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def versions(with_mlx_lm: bool) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("fs-mlx", "mlx") + (("mlx-lm",) if with_mlx_lm else ()):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+# --- output ---------------------------------------------------------------------------
+
+def format_report(report: dict) -> str:
+    s, mach = report["settings"], report["machine"]
+    bw = f"{mach['bandwidth_gbs']:g} GB/s ({mach['bandwidth_source']})" if mach["bandwidth_gbs"] \
+        else "bandwidth unknown (--bandwidth GB/s)"
+    lines = [
+        f"{report['model_path']} | prompt {s['prompt_tokens']}, generate {s['gen_tokens']}, "
+        f"{s['repeat']} repeat(s): median (min-max) | {mach['device']}, {bw}",
+        f"{'engine':<7}{'kernels':<8}{'dtype':<9}{'context':>8}  {'prompt tok/s':<22}"
+        f"{'decode tok/s':<22}{'TTFT ms':>9}{'peak MB':>9}{'MB/token':>10}{'roofline':>10}",
+    ]
+    for r in report["results"]:
+        sp = r["spread"]
+        frac = f"{r['roofline_fraction'] * 100:.1f}%" if r["roofline_fraction"] is not None else "unknown"
+        lines.append(
+            f"{r['engine']:<7}{r['kernels']:<8}{r['dtype']:<9}{r['context']:>8}  "
+            f"{_spread(sp['prompt_tps']):<22}{_spread(sp['generation_tps']):<22}"
+            f"{r['ttft_s'] * 1000:>9.1f}{r['peak_memory_gb'] * 1000:>9.1f}"
+            f"{r['bytes_per_token'] / 1e6:>10.2f}{frac:>10}"
+        )
+    for r in report["results"]:
+        if r["ratio"]:
+            q = r["ratio"]
+            lines.append(
+                f"fsx / {r['engine']} ({r['dtype']}) at context {r['context']}: decode "
+                f"{_x(q['generation_tps'])}, prompt {_x(q['prompt_tps'])}, peak memory {_x(q['peak_memory_gb'])}"
+            )
+    lines.append(f"load: " + ", ".join(
+        f"{r['engine']} {r['dtype']} {r['load_s']:.2f} s"
+        for r in report["results"] if r["context"] == report["results"][0]["context"]))
+    return "\n".join(lines)
+
+
+def _spread(d: dict) -> str:
+    f = (lambda v: f"{v:.0f}") if d["max"] >= 100 else (lambda v: f"{v:.2f}")
+    return f"{f(d['median'])} ({f(d['min'])}-{f(d['max'])})"
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def write_json(path: str, obj: dict) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    tmp = f"{path}.partial-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise FsxError(f"cannot write {path}: {e.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
+    worker_main()
