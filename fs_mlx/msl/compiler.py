@@ -26,7 +26,7 @@ from pathlib import Path
 from fs_mlx.msl.errors import MslCompileError, MslCompilerMissing
 
 PKG_DIR = Path(__file__).resolve().parent
-RUNTIME_FILES = ("msl_abi.h", "metal_runtime.h", "fiber_runtime.cpp")
+RUNTIME_FILES = ("msl_abi.h", "metal_types.h", "metal_math.h", "metal_sync.h", "metal_runtime.h", "fiber_runtime.cpp")
 
 COMMON_FLAGS = [
     "-x", "c++", "-std=c++20", "-O2", "-fPIC", "-shared", "-nostdinc++",
@@ -176,7 +176,7 @@ def check_address_space_rules(tu: str, label: str) -> None:
             os.unlink(tmp_obj)
 
 
-_DIAG = re.compile(r"^(?:.*?[/\\])?(header|body|signature|generated|metal_runtime\.h|msl_abi\.h):(\d+):(\d+): (error|note|warning): (.*)$")
+_DIAG = re.compile(r"^(?:.*?[/\\])?(header|body|signature|generated|\w+\.h):(\d+):(\d+): (error|note|warning): (.*)$")
 
 
 def format_compile_error(stderr: str, tu: str, label: str) -> str:
@@ -192,7 +192,7 @@ def format_compile_error(stderr: str, tu: str, label: str) -> str:
         if not m:
             continue
         part, line, col, level, msg = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)
-        if level == "note" and part in ("metal_runtime.h", "msl_abi.h"):
+        if level == "note" and part.endswith(".h"):
             continue
         where = {"body": "kernel body", "header": "kernel header", "signature": "generated signature"}.get(part, part)
         lines.append(f"  {where} line {line}, col {col}: {level}: {msg}")
