@@ -44,7 +44,11 @@ def cache_dir() -> Path:
     root = os.environ.get("FSX_CACHE_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "fs-mlx"
     d = base / "msl"
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: keep going with a temporary cache
+        d = Path(tempfile.gettempdir()) / "fs-mlx-msl"
+        d.mkdir(parents=True, exist_ok=True)
     return d
 
 
