@@ -57,7 +57,7 @@ def source(name: str) -> str:
 
 @lru_cache(maxsize=None)
 def _build(executor: bool, name: str, inputs: tuple[str, ...], outputs: tuple[str, ...],
-           atomic_outputs: bool) -> Callable:
+           atomic_outputs: bool, row_contiguous: bool) -> Callable:
     if executor:
         from ..msl import metal_kernel
     else:
@@ -65,12 +65,27 @@ def _build(executor: bool, name: str, inputs: tuple[str, ...], outputs: tuple[st
     return metal_kernel(
         name=f"fsx_{name}", input_names=list(inputs), output_names=list(outputs),
         source=source(name), header=source("common.h"), atomic_outputs=atomic_outputs,
+        ensure_row_contiguous=row_contiguous,
     )
 
 
-def kernel(name: str, inputs: list[str], outputs: list[str], atomic_outputs: bool = False) -> Callable:
-    """The kernel object for metal/<name>.metal, built once and reused."""
-    return _build(_executor, name, tuple(inputs), tuple(outputs), atomic_outputs)
+def kernel(name: str, inputs: list[str], outputs: list[str], atomic_outputs: bool = False,
+           row_contiguous: bool = True) -> Callable:
+    """The kernel object for metal/<name>.metal, built once and reused.
+
+    row_contiguous=False hands inputs over in their own layout (the kernel
+    reads `<name>_strides`), e.g. a KV cache sliced to its filled length,
+    instead of MLX copying them first.
+    """
+    return _build(_executor, name, tuple(inputs), tuple(outputs), atomic_outputs, row_contiguous)
 
 
-from .quantized import quantized_matmul, quantized_swiglu  # noqa: E402  (needs kernel())
+# The ops, each with its twin's signature (these modules need kernel() above).
+from .attention import attention  # noqa: E402
+from .norm import add_rms_norm, rms_norm  # noqa: E402
+from .quantized import quantized_matmul, quantized_swiglu  # noqa: E402
+from .rope import qk_norm_rope, rope  # noqa: E402
+from .swiglu import swiglu  # noqa: E402
+
+# Dense GEMM has no kernel of ours: MLX's own matmul serves it on every path.
+from ..ops.reference import linear  # noqa: E402

@@ -59,6 +59,21 @@ def rms_norm(x, weight, eps):
     return _impl.rms_norm(x, weight, eps)
 
 
+def add_rms_norm(x, residual, weight, eps):
+    # (h, rms_norm(h)) with h = x + residual: the block's residual add and the next norm
+    launch_counts["add_rms_norm"] += 1
+    return _impl.add_rms_norm(x, residual, weight, eps)
+
+
+def qk_norm_rope(q, k, q_weight, k_weight, eps, dims, *, traditional, base, scale, offset, freqs=None):
+    # q [B, L, Hq, D], k [B, L, Hkv, D] -> RMSNorm per head (if weights), RoPE, [B, H, L, D]
+    launch_counts["qk_norm_rope"] += 1
+    return _impl.qk_norm_rope(
+        q, k, q_weight, k_weight, eps, dims,
+        traditional=traditional, base=base, scale=scale, offset=offset, freqs=freqs,
+    )
+
+
 def rope(x, dims, *, traditional, base, scale, offset, freqs=None):
     launch_counts["rope"] += 1
     return _impl.rope(

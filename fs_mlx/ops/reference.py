@@ -14,6 +14,39 @@ def rms_norm(x: mx.array, weight: mx.array, eps: float) -> mx.array:
     return mx.fast.rms_norm(x, weight, eps)
 
 
+def add_rms_norm(
+    x: mx.array, residual: mx.array, weight: mx.array, eps: float
+) -> tuple[mx.array, mx.array]:
+    # The residual add, then the norm of the sum: (h, rms_norm(h)), h = x + residual
+    h = x + residual
+    return h, rms_norm(h, weight, eps)
+
+
+def qk_norm_rope(
+    q: mx.array,
+    k: mx.array,
+    q_weight: mx.array | None,
+    k_weight: mx.array | None,
+    eps: float,
+    dims: int,
+    *,
+    traditional: bool,
+    base: float | None,
+    scale: float,
+    offset: int | mx.array,
+    freqs: mx.array | None = None,
+) -> tuple[mx.array, mx.array]:
+    # q: [B, L, Hq, D], k: [B, L, Hkv, D] -> q, k: [B, H, L, D]
+    # Qwen3 RMS-normalises each head over head_dim (the weights); Llama passes None.
+    if q_weight is not None:
+        q, k = rms_norm(q, q_weight, eps), rms_norm(k, k_weight, eps)
+    q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
+    return tuple(
+        rope(t, dims, traditional=traditional, base=base, scale=scale, offset=offset, freqs=freqs)
+        for t in (q, k)
+    )
+
+
 def rope(
     x: mx.array,
     dims: int,

@@ -1,0 +1,114 @@
+"""Scaled dot-product attention: a decode kernel and a prefill kernel.
+
+    attention(q, k, v, *, scale, mask)     (twin: mx.fast.scaled_dot_product_attention)
+        q [B, Hq, L, D], k/v [B, Hkv, S, D], Hq % Hkv == 0; mask None or "causal"
+        (the queries are the last L of the S keys) -> [B, Hq, L, D]
+
+One query token (decoding) goes to attention_decode: grouped-query heads
+share each K/V read, and long contexts are split across threadgroups and
+merged by a second, tiny pass (attention_decode_combine). More tokens
+(prefill) go to attention_prefill: 32-query tiles, simdgroup-matrix scores,
+online softmax. K and V are read in place through their strides — the KV
+cache hands over a slice of a bigger buffer, and copying it to make it
+contiguous would cost as much as the attention itself.
+
+Array masks, head_dims over 256 and, for prefill, head_dims that are not a
+multiple of 8 go to the twin (no model here needs them). Template
+parameters: output dtype, head_dim, heads per threadgroup (decode), causal
+(prefill); S, L, offsets and the split size are runtime values.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from ..ops import reference
+from . import kernel
+
+MAX_D = 256
+DECODE_TG = 128  # threads per decode threadgroup (4 SIMD groups)
+PREFILL_TG = 128  # threads per prefill threadgroup (4 SIMD groups)
+BQ = 32  # query rows per prefill threadgroup
+MIN_KEYS_PER_SPLIT = 256  # below this a split's fixed costs outweigh its keys
+TARGET_THREADGROUPS = 128  # enough threadgroups to fill the largest Apple GPUs (40 cores)
+
+
+def heads_per_group(Hq: int, Hkv: int) -> int:
+    """Query heads one decode threadgroup serves: the largest divisor of Hq / Hkv up to 8."""
+    gqa = Hq // Hkv
+    return max(g for g in range(1, min(gqa, 8) + 1) if gqa % g == 0)
+
+
+def decode_splits(B: int, Hkv: int, S: int, keys_per_split: int | None = None) -> tuple[int, int]:
+    """(splits, keys per split): enough threadgroups to fill the GPU, none empty."""
+    if keys_per_split is None:
+        want = max(1, -(-TARGET_THREADGROUPS // (B * Hkv)))
+        splits = max(1, min(want, S // MIN_KEYS_PER_SPLIT))
+        keys_per_split = -(-S // splits)
+    return -(-S // keys_per_split), keys_per_split
+
+
+def decode_geometry(B: int, Hq: int, G: int, splits: int):
+    return (DECODE_TG, splits, B * Hq // G), (DECODE_TG, 1, 1)
+
+
+def combine_geometry(B: int, Hq: int, D: int):
+    return (D, B * Hq, 1), (min(D, 256), 1, 1)
+
+
+def prefill_geometry(B: int, Hq: int, L: int):
+    return (-(-L // BQ) * PREFILL_TG, Hq, B), (PREFILL_TG, 1, 1)
+
+
+def attention_decode(q: mx.array, k: mx.array, v: mx.array, *, scale: float,
+                     keys_per_split: int | None = None) -> mx.array:
+    """q [B, Hq, 1, D] against k/v [B, Hkv, S, D] -> [B, Hq, 1, D]."""
+    B, Hq, _, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    G = heads_per_group(Hq, Hkv)
+    splits, chunk = decode_splits(B, Hkv, S, keys_per_split)
+    dtype = q.dtype
+    grid, tg = decode_geometry(B, Hq, G, splits)
+    inputs = [q, k, v, mx.array(scale, dtype=mx.float32), mx.array(chunk, dtype=mx.int32)]
+    decode = kernel("attention_decode", ["q", "k", "v", "scale", "chunk"], ["out", "ml"],
+                    row_contiguous=False)
+    if splits == 1:
+        out, _ = decode(inputs=inputs, template=[("O", dtype), ("D", D), ("G", G)], grid=grid,
+                        threadgroup=tg, output_shapes=[(B, Hq, 1, D), (1,)],
+                        output_dtypes=[dtype, mx.float32])
+        return out
+    o_part, ml = decode(inputs=inputs, template=[("O", mx.float32), ("D", D), ("G", G)], grid=grid,
+                        threadgroup=tg, output_shapes=[(B, Hq, splits, D), (B, Hq, splits, 2)],
+                        output_dtypes=[mx.float32, mx.float32])
+    grid, tg = combine_geometry(B, Hq, D)
+    (out,) = kernel("attention_decode_combine", ["o_part", "ml"], ["out"])(
+        inputs=[o_part, ml], template=[("O", dtype)], grid=grid, threadgroup=tg,
+        output_shapes=[(B, Hq, 1, D)], output_dtypes=[dtype],
+    )
+    return out
+
+
+def attention_prefill(q: mx.array, k: mx.array, v: mx.array, *, scale: float, causal: bool) -> mx.array:
+    """q [B, Hq, L, D] against k/v [B, Hkv, S, D] -> [B, Hq, L, D] (a view of [B, L, Hq, D])."""
+    B, Hq, L, D = q.shape
+    grid, tg = prefill_geometry(B, Hq, L)
+    (out,) = kernel("attention_prefill", ["q", "k", "v", "scale"], ["out"], row_contiguous=False)(
+        inputs=[q, k, v, mx.array(scale, dtype=mx.float32)],
+        template=[("O", q.dtype), ("D", D), ("CAUSAL", causal)], grid=grid, threadgroup=tg,
+        output_shapes=[(B, L, Hq, D)], output_dtypes=[q.dtype],
+    )
+    return out.transpose(0, 2, 1, 3)
+
+
+def attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask: str | mx.array | None) -> mx.array:
+    B, Hq, L, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    if k.shape != (B, Hkv, S, D) or v.shape != k.shape or Hq % Hkv or L > S or S == 0:
+        raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
+    if mask is not None and mask != "causal" or D > MAX_D or (L > 1 and D % 8):
+        return reference.attention(q, k, v, scale=scale, mask=mask)
+    dtype = mx.result_type(q, k, v)
+    q, k, v = (t.astype(dtype) for t in (q, k, v))
+    if L == 1:  # one query token sees every key, causal or not
+        return attention_decode(q, k, v, scale=scale)
+    return attention_prefill(q, k, v, scale=scale, causal=mask == "causal")
