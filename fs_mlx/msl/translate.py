@@ -147,7 +147,6 @@ def translation_unit(
     inputs: list[InputInfo],
     output_dtypes,
     atomic_outputs: bool,
-    address_spaces: bool = False,
 ) -> str:
     """The C++ file: runtime header, the kernel as MLX writes it, an entry point.
 
@@ -155,10 +154,7 @@ def translation_unit(
     reports errors (and the runtime reports barrier sites) in the kernel
     author's own line numbers.
     """
-    parts = []
-    if address_spaces:
-        parts.append("#define MSL_ADDRESS_SPACES 1\n")
-    parts.append('#include "metal_runtime.h"\n')
+    parts = ['#include "metal_runtime.h"\n']
     parts.append('#line 1 "header"\n')
     parts.append(rewrite(header, "header"))
     parts.append('\n#line 1 "signature"\n')
