@@ -20,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from fs_mlx.msl import compiler, signature, translate
-from fs_mlx.msl.errors import MslError, MslRuntimeError
+from fs_mlx.msl.errors import MslError, MslRuntimeError, MslUnsupportedError
 
 # ------------------------------------------------------------------ settings
 
@@ -312,6 +312,8 @@ class MetalKernel:
         if tg[0] * tg[1] * tg[2] > 1024:
             raise ValueError(f"Thread group size ({tg[0] * tg[1] * tg[2]}) is greater than  the maximum "
                              "allowed threads per threadgroup (1024).")
+        if any(d == mx.complex64 for d in [a.dtype for a in inputs] + list(output_dtypes)):
+            raise MslUnsupportedError("the MSL executor does not support complex64 arrays (MLX's complex64_t)")
         kname, full, tu, params = self.generate(inputs, output_dtypes, template)
         if verbose:
             print(f"Generated source code for `{self.name}`:\n```\n{full}\n```")

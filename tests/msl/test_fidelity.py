@@ -131,6 +131,13 @@ def test_compile_errors_in_the_header_too():
           output_dtypes=[mx.float32])
 
 
+def test_complex_arrays_are_refused_by_name():
+    k = metal_kernel("cplx", ["x"], ["out"], "out[0] = 0;")
+    with pytest.raises(MslUnsupportedError, match="complex64"):
+        k(inputs=[mx.zeros((2,), dtype=mx.complex64)], grid=(1, 1, 1), threadgroup=(1, 1, 1), output_shapes=[(1,)],
+          output_dtypes=[mx.float32])
+
+
 @pytest.mark.parametrize("src,what", [
     ("texture2d<float> t;\nout[0] = 0;", "texture types"),
     ("\n\nsampler s;", "samplers"),
