@@ -321,21 +321,40 @@ def load_tensors(header: GGUFHeader, config: ModelConfig) -> dict[str, mx.array]
     return tensors
 
 
-def tensor_report(header: GGUFHeader) -> dict[str, Any]:
-    """What inspect shows: the GGUF type of each tensor and how fs-mlx holds it."""
-    rows, kept = [], Counter()
-    for t in header.tensors.values():
+def inspect_tensors(header: GGUFHeader) -> tuple[int, int, list[dict], dict]:
+    """For `fsx inspect`: (parameters, bytes once loaded on the CPU, tensor rows, summary).
+
+    Each row names the GGUF type and what fs-mlx holds it as: MLX affine (Q4_0,
+    Q4_1, Q8_0), float, or dequantized to float16 by mx.load (every other type).
+    """
+    params = cpu_bytes = 0
+    rows, loaded = [], Counter()
+    for t in sorted(header.tensors.values(), key=lambda t: _natural_key(hf_name(t.name) or t.name)):
+        n = 1
+        for d in t.shape:
+            n *= d
+        params += n
         if t.type in AFFINE_TYPES:
-            how = f"MLX affine {AFFINE_TYPES[t.type]}-bit, group 32"
-        elif t.type in FLOAT_TYPES:
-            how = "float"
+            bits = AFFINE_TYPES[t.type]
+            how = f"MLX affine {bits}-bit, group 32"
+            cpu_bytes += n * bits // 8 + 2 * (n // 32) * 4  # packed q + fp32 scales and biases
         else:
-            how = "dequantized to float16 (no MLX equivalent)"
-        kept[how] += 1
-        rows.append({"name": t.name, "hf_name": hf_name(t.name), "shape": list(t.shape),
-                     "gguf_type": t.type, "bytes": t.nbytes, "loaded_as": how})
-    return {"tensors": rows, "loaded_as": dict(kept),
-            "gguf_types": dict(Counter(t.type for t in header.tensors.values()))}
+            how = "float" if t.type in FLOAT_TYPES else "dequantized to float16 (no MLX equivalent)"
+            cpu_bytes += n * 4  # floats are fp32 on the CPU backend
+        loaded[how] += 1
+        rows.append({"name": hf_name(t.name) or t.name, "shape": list(t.shape), "dtype": t.type,
+                     "bytes": t.nbytes, "file": header.path.name, "gguf_name": t.name,
+                     "loaded_as": how})
+    summary = {"version": header.version,
+               "types": dict(Counter(t.type for t in header.tensors.values()).most_common()),
+               "loaded_as": dict(loaded.most_common()),
+               "tokenizer": f"{header.metadata.get('tokenizer.ggml.model')} "
+                            f"(pre {header.metadata.get('tokenizer.ggml.pre', 'default')})"}
+    return params, cpu_bytes, rows, summary
+
+
+def _natural_key(name: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 # --- the tokenizer -----------------------------------------------------------------

@@ -11,14 +11,17 @@ import re
 from collections import defaultdict
 
 from .config import load_config
-from .loading import resolve_model_dir
+from .hub import resolve
 from .weights import tensor_index
 
 COMPUTE_BYTES_CPU = 4  # float32 activations and float weights on MLX's CPU backend
 
 
 def describe(model: str) -> dict:
-    model_dir = resolve_model_dir(model)
+    where = resolve(model)
+    if where.kind == "gguf":
+        return _describe_gguf(where.path)
+    model_dir = where.path
     config = load_config(model_dir)
     index = tensor_index(model_dir)
     bits = (config.quantization or {}).get("bits")
@@ -27,10 +30,13 @@ def describe(model: str) -> dict:
     compute_bytes = 0  # weights once loaded on the CPU backend (floats become fp32)
     tensors = []
     for name, t in sorted(index.items(), key=lambda kv: _natural_key(kv[0])):
+        layer = (config.quantization or {}).get(name.rsplit(".", 1)[0])  # per-layer override
         quantized = t.dtype == "U32" and name.endswith(".weight") and bits
+        if quantized and isinstance(layer, dict):
+            quantized = layer.get("bits", bits)
         is_qparam = name.endswith((".scales", ".biases")) and f"{name.rsplit('.', 1)[0]}.weight" in index
         if quantized:
-            params += math.prod(t.shape) * 32 // bits  # packed uint32 -> logical weights
+            params += math.prod(t.shape) * 32 // quantized  # packed uint32 -> logical weights
         elif not is_qparam:
             params += math.prod(t.shape)
         float_tensor = t.dtype in ("F16", "BF16", "F32", "F64")
@@ -38,9 +44,27 @@ def describe(model: str) -> dict:
         tensors.append({"name": name, "shape": list(t.shape), "dtype": t.dtype,
                         "bytes": t.nbytes, "file": t.file.name})
 
+    disk_bytes = sum(t.nbytes for t in index.values())
+    files = sorted({t.file.name for t in index.values()})
+    return _report(model_dir, config, params, files, disk_bytes, compute_bytes, tensors)
+
+
+def _describe_gguf(path) -> dict:
+    from .gguf import config_from_header, inspect_tensors, read_header
+
+    header = read_header(path)
+    config = config_from_header(header)
+    params, compute_bytes, tensors, summary = inspect_tensors(header)
+    disk_bytes = header.file_size
+    r = _report(path, config, params, [path.name], disk_bytes, compute_bytes, tensors)
+    r["gguf"] = summary
+    return r
+
+
+def _report(path, config, params, files, disk_bytes, compute_bytes, tensors) -> dict:
     kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
     return {
-        "path": str(model_dir),
+        "path": str(path),
         "model_type": config.model_type,
         "config": {
             k: getattr(config, k)
@@ -51,9 +75,9 @@ def describe(model: str) -> dict:
         },
         "qk_norm": config.qk_norm,
         "parameters": params,
-        "files": sorted({t.file.name for t in index.values()}),
+        "files": files,
         "memory": {
-            "weights_on_disk_bytes": sum(t.nbytes for t in index.values()),
+            "weights_on_disk_bytes": disk_bytes,
             "weights_cpu_fp32_bytes": compute_bytes,
             "kv_cache_bytes_per_token_fp32": kv_per_token * 4,
             "kv_cache_bytes_per_token_bf16": kv_per_token * 2,
@@ -80,6 +104,15 @@ def format_report(r: dict) -> str:
         f"  RoPE           theta {c['rope_theta']:g}, context {c['max_position_embeddings']}",
         f"  stored as      {c['torch_dtype'] or '?'}"
         + (f", quantized {c['quantization']}" if c["quantization"] else ""),
+    ]
+    if "gguf" in r:  # which GGUF types stay quantized, which become floats
+        g = r["gguf"]
+        lines += [
+            f"  GGUF           v{g['version']}, tokenizer {g['tokenizer']}, tensor types "
+            + ", ".join(f"{k} x{v}" for k, v in g["types"].items()),
+            "  loaded as      " + "; ".join(f"{k} x{v}" for k, v in g["loaded_as"].items()),
+        ]
+    lines += [
         "memory",
         f"  weights on disk         {_bytes(m['weights_on_disk_bytes'])}",
         f"  weights loaded (CPU)    {_bytes(m['weights_cpu_fp32_bytes'])}  (float weights as fp32)",

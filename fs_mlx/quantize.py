@@ -50,6 +50,29 @@ DEFAULT_GROUP_SIZE = 64  # mlx-lm's default for affine quantization
 
 # --- the quantized layers ------------------------------------------------------
 
+# MLX's CPU quantized matmul costs about one matrix-vector product per row of x,
+# so prefilling L tokens costs L decode steps (measured: 64 rows through the
+# 49152x576 SmolLM2 head, 3.6 s). From this many rows on, dequantizing the
+# matrix once (~0.2 s for that head) and using the float BLAS matmul is faster;
+# below it, and on GPUs (whose kernels are fast), the quantized matmul runs.
+CPU_DENSE_ROWS = 8
+
+
+def quantized_matmul(layer: nn.Module, x: mx.array) -> mx.array:
+    """x [..., in] @ dequant(layer.weight).T -> [..., out]."""
+    rows = x.size // x.shape[-1]
+    if rows >= CPU_DENSE_ROWS and mx.default_device() == mx.cpu:
+        w = mx.dequantize(layer.weight, layer.scales, layer.biases,
+                          group_size=layer.group_size, bits=layer.bits)  # [out, in]
+        return ops.linear(x, w.astype(x.dtype))
+    # On the CPU backend x and the scales are fp32: with bf16 activations
+    # mx.quantized_matmul accumulates in bf16 (5-8 % off) and is ~10x slower.
+    return ops.quantized_matmul(
+        x, layer.weight, layer.scales, layer.biases,
+        transpose=True, group_size=layer.group_size, bits=layer.bits,
+    )
+
+
 class QuantizedLinear(nn.Module):
     """y = x @ dequant(W).T (+ b), without ever materialising dequant(W)."""
 
@@ -63,12 +86,7 @@ class QuantizedLinear(nn.Module):
             self.bias = mx.zeros((out_dims,))
 
     def __call__(self, x: mx.array) -> mx.array:
-        # x [..., in] -> [..., out]. On the CPU backend x and the scales are fp32:
-        # with bf16 activations mx.quantized_matmul accumulates in bf16 (5-8 % off).
-        y = ops.quantized_matmul(
-            x, self.weight, self.scales, self.biases,
-            transpose=True, group_size=self.group_size, bits=self.bits,
-        )
+        y = quantized_matmul(self, x)  # x [..., in] -> [..., out]
         return y + self.bias if "bias" in self else y
 
 
@@ -91,10 +109,7 @@ class QuantizedEmbedding(nn.Module):
 
     def as_linear(self, x: mx.array) -> mx.array:
         # Tied lm_head: logits = x @ dequant(E).T, E [vocab, dims]
-        return ops.quantized_matmul(
-            x, self.weight, self.scales, self.biases,
-            transpose=True, group_size=self.group_size, bits=self.bits,
-        )
+        return quantized_matmul(self, x)
 
 
 # --- checking a (bits, group_size) pair ----------------------------------------
@@ -152,13 +167,11 @@ def to_quantized(module: nn.Module, bits: int, group_size: int) -> nn.Module:
     raise TypeError(f"cannot quantize {type(module).__name__}")
 
 
-def _swap(model: nn.Module, choose) -> None:
-    """Replace each Linear/Embedding leaf with choose(path, module)."""
+def _swap(model: nn.Module, types: tuple[type, ...], choose) -> None:
+    """Replace each leaf module of one of `types` with choose(path, module)."""
 
     def visit(path: str, m):
-        if isinstance(m, (Linear, Embedding)):
-            return choose(path, m)
-        return m
+        return choose(path, m) if isinstance(m, types) else m
 
     leaves = tree_map_with_path(visit, model.leaf_modules(), is_leaf=nn.Module.is_module)
     model.update_modules(leaves)
@@ -192,7 +205,7 @@ def quantize_structure(
             return m
         return to_quantized(m, bits, group)
 
-    _swap(model, choose)
+    _swap(model, (Linear, Embedding), choose)
 
 
 def quantization_of(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -344,3 +357,23 @@ def _save_shards(folder: Path, tensors: dict[str, mx.array], progress=None) -> N
                  "weight_map": {k: names[i] for i, s in enumerate(shards) for k in s}}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
+
+def dequantize_model(model: nn.Module) -> None:
+    """Swap every quantized layer back to a float one holding dequant(W) (in place).
+
+    The float model a quantized checkpoint stands for: the reference that
+    quantization error is measured against (docs/quantization.md).
+    """
+
+    def choose(path: str, m: nn.Module) -> nn.Module:
+        w = mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits)
+        if isinstance(m, QuantizedEmbedding):
+            dense = Embedding(*w.shape)
+        else:
+            dense = Linear(w.shape[1], w.shape[0], "bias" in m)
+            if "bias" in m:
+                dense.bias = m.bias
+        dense.weight = w
+        return dense
+
+    _swap(model, (QuantizedLinear, QuantizedEmbedding), choose)

