@@ -83,6 +83,10 @@ def load(
         config, tensors = quantize_on_load(config, tensors, *quantize)
     dtype = dtype or compute_dtype(config)
     transformer = build_model(config, tensors, index, dtype)
+    from .fuse import fuse, fusion_helps
+
+    if fusion_helps():  # our kernels: q/k/v and gate/up as single layers (fuse.py)
+        fuse(transformer)
     return LoadedModel(transformer, tokenizer, config, where.path, dtype)
 
 

@@ -128,9 +128,14 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, mask, cache=None) -> mx.array:
         B, L, _ = x.shape  # x: [B, L, hidden]
-        q = self.q_proj(x).reshape(B, L, self.n_heads, self.head_dim)  # [B, L, Hq, D]
-        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)  # [B, L, Hkv, D]
-        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, self.head_dim)
+        if "qkv_proj" in self:  # q/k/v stacked at load time (fuse.py): one matmul
+            nq, nkv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            q, k, v = mx.split(self.qkv_proj(x), [nq, nq + nkv], axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(B, L, self.n_heads, self.head_dim)  # [B, L, Hq, D]
+        k = k.reshape(B, L, self.n_kv_heads, self.head_dim)  # [B, L, Hkv, D]
+        v = v.reshape(B, L, self.n_kv_heads, self.head_dim)
         if "q_norm" in self:  # Qwen3: per-head RMSNorm over head_dim, before RoPE
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # [B, H, L, D]
@@ -155,6 +160,8 @@ class MLP(nn.Module):
         self.down_proj = Linear(inter, hidden, bias)
 
     def __call__(self, x: mx.array) -> mx.array:
+        if "gate_up_proj" in self:  # stacked at load time (fuse.py): returns silu(gate) * up
+            return self.down_proj(self.gate_up_proj(x))
         return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
