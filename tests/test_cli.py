@@ -87,3 +87,10 @@ def test_real_process_exit_status_and_stderr(tiny_dir, tmp_path):
         f"Error: {bad}/config.json: unsupported architecture model_type='gpt_neox'; "
         "fs-mlx supports: llama, qwen3"
     ]
+
+
+def test_msl_demo_runs_a_kernel_on_this_cpu():
+    r = fsx("msl-demo", "--dim", "40", "--threadgroup", "32", "--order", "reverse")
+    assert r.exit_code == 0, r.output
+    err = float(r.output.split("max |kernel - numpy| over the output:")[1].split()[0])
+    assert err < 1e-5  # fp32 RMSNorm of 40 values: a few ULP of reduction-order difference
