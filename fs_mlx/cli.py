@@ -353,6 +353,23 @@ def parse_kernels(text: str) -> list[str]:
     return [k.strip() for k in text.split(",") if k.strip()] or ["auto"]
 
 
+# --- msl-demo ------------------------------------------------------------------
+
+@main.command("msl-demo", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def msl_demo(args: tuple[str, ...]) -> None:
+    """Run a Metal kernel on this CPU through the MSL executor and print what every
+    thread computed (options: --dim, --threadgroup, --order, --show-source, --bench;
+    see `fsx msl-demo --help`)."""
+    from .msl.__main__ import main as demo
+
+    try:
+        demo(list(args))
+    except SystemExit as e:  # argparse's --help / usage errors
+        if e.code:
+            raise FsxError("see `fsx msl-demo --help` for the options") from None
+
+
 def save_npy_atomic(path: str, array) -> None:
     """Write to a temporary file, then rename: an interrupted write leaves no half file."""
     import numpy as np
