@@ -1,7 +1,9 @@
 // qk_norm_rope: Qwen3's per-head RMSNorm of q and k, RoPE, and the
 // [B, L, H, D] -> [B, H, L, D] transpose, for q and k in one launch.
 //
-// q [B, L, Hq, D], k [B, L, Hkv, D] (the projections' outputs, contiguous),
+// q [B, L, Hq, D], k [B, L, Hkv, D] (the projections' outputs, read through
+// q_strides/k_strides: with q/k/v from one fused matmul they are column
+// slices of it, and a copy to make them contiguous would be two launches),
 // q_w, k_w [D] (the norms' weights; unread when NORM is false), eps (float),
 // inv_freq float [dims / 2], offset int [1 or B], scale (float)
 //   -> q_out [B, Hq, L, D], k_out [B, Hkv, L, D] (T).
@@ -36,7 +38,9 @@ uint rr = is_q ? r : r - B * L * Hq;
 uint h = rr % H;
 uint l = (rr / H) % L;
 uint b = rr / (H * L);
-auto src = (is_q ? q : k) + size_t(rr) * D;  // q and k share a dtype
+auto src = is_q ? q + b * q_strides[0] + l * q_strides[1] + h * q_strides[2]
+               : k + b * k_strides[0] + l * k_strides[1] + h * k_strides[2];  // q and k share a dtype
+int64_t es = is_q ? q_strides[3] : k_strides[3];  // element stride (1 in practice)
 device T* dst = (is_q ? q_out : k_out) + ((size_t(b) * H + h) * L + l) * D;
 
 // RMSNorm over the row: one simd_sum of the lanes' sums of squares
@@ -45,8 +49,8 @@ if (NORM) {
   float acc = 0.0f;
   for (uint u = lane; u < D / 2; u += 32) {
     uint2 e = rope_pair(u, dims, TRADITIONAL);
-    float a = float(src[e.x]);
-    float c = float(src[e.y]);
+    float a = float(src[e.x * es]);
+    float c = float(src[e.y * es]);
     acc += a * a + c * c;
   }
   inv = metal::precise::rsqrt(simd_sum(acc) / float(D) + eps);
@@ -56,8 +60,8 @@ if (NORM) {
 float p = (float(l) + float(offset[offset_shape[0] == 1 ? 0 : b])) * scale;
 for (uint u = lane; u < D / 2; u += 32) {
   uint2 e = rope_pair(u, dims, TRADITIONAL);
-  float a = float(src[e.x]) * inv;
-  float c = float(src[e.y]) * inv;
+  float a = float(src[e.x * es]) * inv;
+  float c = float(src[e.y * es]) * inv;
   if (NORM) {
     a *= float(is_q ? q_w[e.x] : k_w[e.x]);
     c *= float(is_q ? q_w[e.y] : k_w[e.y]);

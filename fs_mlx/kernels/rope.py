@@ -107,14 +107,15 @@ def qk_norm_rope(q: mx.array, k: mx.array, q_weight: mx.array | None, k_weight: 
         raise ValueError("qk_norm_rope: give both norm weights or neither")
     if norm:
         dtype = mx.result_type(q, q_weight, k_weight)  # as rms_norm's output
-        q_w, k_w = q_weight, k_weight
+        q_w, k_w = mx.contiguous(q_weight), mx.contiguous(k_weight)
     else:
         dtype = mx.result_type(q, k)
         q_w = k_w = mx.zeros((1,), dtype)  # unread placeholders
     q, k = q.astype(mx.result_type(q, k)), k.astype(mx.result_type(q, k))
     grid, tg = qk_geometry(B, L, Hq, Hkv)
     q_out, k_out = kernel(
-        "qk_norm_rope", ["q", "k", "q_w", "k_w", "eps", "inv_freq", "offset", "scale"], ["q_out", "k_out"]
+        "qk_norm_rope", ["q", "k", "q_w", "k_w", "eps", "inv_freq", "offset", "scale"], ["q_out", "k_out"],
+        row_contiguous=False,  # q and k are read through their strides (slices of a fused qkv)
     )(
         inputs=[q, k, q_w, k_w, mx.array(eps, dtype=mx.float32), inv_freq(dims, base, freqs),
                 _offsets(offset, B), mx.array(scale, dtype=mx.float32)],

@@ -69,12 +69,20 @@ def test_rope(p, B, NH, L, three_d):
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(p=rope_params(), B=st.integers(1, 2), L=st.integers(1, 9), Hkv=st.integers(1, 3),
-       gqa=st.integers(1, 8), norm=st.booleans())
-def test_qk_norm_rope(p, B, L, Hkv, gqa, norm):
-    """Qwen3's q_norm/k_norm + RoPE + transpose (norm=False: Llama's RoPE + transpose)."""
+       gqa=st.integers(1, 8), norm=st.booleans(), fused_qkv=st.booleans())
+def test_qk_norm_rope(p, B, L, Hkv, gqa, norm, fused_qkv):
+    """Qwen3's q_norm/k_norm + RoPE + transpose (norm=False: Llama's RoPE + transpose).
+    fused_qkv: q and k are column slices of one [B, L, (Hq + 2 Hkv) D] matmul output
+    (fs_mlx/fuse.py), read in place through their strides."""
     D, dtype, seed = p["D"], p["dtype"], p["seed"]
-    q = normal((B, L, Hkv * gqa, D), seed, dtype, std=2.0)
-    k = normal((B, L, Hkv, D), seed + 1, dtype, std=2.0)
+    Hq = Hkv * gqa
+    if fused_qkv:
+        qkv = normal((B, L, (Hq + 2 * Hkv) * D), seed, dtype, std=2.0)
+        q, k, _ = mx.split(qkv, [Hq * D, (Hq + Hkv) * D], axis=-1)
+        q, k = q.reshape(B, L, Hq, D), k.reshape(B, L, Hkv, D)
+    else:
+        q = normal((B, L, Hq, D), seed, dtype, std=2.0)
+        k = normal((B, L, Hkv, D), seed + 1, dtype, std=2.0)
     qw = (1 + normal((D,), seed + 2, std=0.2)).astype(dtype) if norm else None
     kw = (1 + normal((D,), seed + 3, std=0.2)).astype(dtype) if norm else None
     args = rope_args(p, B)
