@@ -59,6 +59,10 @@ class RMSNorm(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         return ops.rms_norm(x, self.weight, self.eps)
 
+    def add(self, x: mx.array, residual: mx.array) -> tuple[mx.array, mx.array]:
+        """(x + residual, norm(x + residual)): the residual add and this norm, one launch."""
+        return ops.add_rms_norm(x, residual, self.weight, self.eps)
+
 
 class RoPE(nn.Module):
     """Rotary position embedding, rotate-half (Hugging Face) order by default.
@@ -85,6 +89,15 @@ class RoPE(nn.Module):
     def __call__(self, x: mx.array, offset: int) -> mx.array:
         return ops.rope(
             x, self.dims, traditional=self.traditional, base=self.base,
+            scale=self.scale, offset=offset, freqs=self._freqs,
+        )
+
+    def qk(self, q: mx.array, k: mx.array, offset: int, q_norm=None, k_norm=None):
+        """q [B, L, Hq, D], k [B, L, Hkv, D] -> both rotated, [B, H, L, D]; normed first
+        (per head) when given Qwen3's q_norm/k_norm. One launch for all of it."""
+        weights = (q_norm.weight, k_norm.weight, q_norm.eps) if q_norm else (None, None, 0.0)
+        return ops.qk_norm_rope(
+            q, k, *weights, self.dims, traditional=self.traditional, base=self.base,
             scale=self.scale, offset=offset, freqs=self._freqs,
         )
 
@@ -136,12 +149,10 @@ class Attention(nn.Module):
         q = q.reshape(B, L, self.n_heads, self.head_dim)  # [B, L, Hq, D]
         k = k.reshape(B, L, self.n_kv_heads, self.head_dim)  # [B, L, Hkv, D]
         v = v.reshape(B, L, self.n_kv_heads, self.head_dim)
-        if "q_norm" in self:  # Qwen3: per-head RMSNorm over head_dim, before RoPE
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # [B, H, L, D]
-
         offset = cache.offset if cache is not None else 0
-        q, k = self.rope(q, offset), self.rope(k, offset)
+        # Qwen3 RMS-normalises q and k per head (over head_dim) before RoPE
+        q, k = self.rope.qk(q, k, offset, self.get("q_norm"), self.get("k_norm"))  # [B, H, L, D]
+        v = v.transpose(0, 2, 1, 3)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)  # [B, Hkv, S, D], S = offset + L
 
@@ -173,9 +184,20 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def __call__(self, x: mx.array, mask, cache=None) -> mx.array:
-        h = x + self.self_attn(self.input_layernorm(x), mask, cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def __call__(self, x: mx.array, mlp_out: mx.array | None, mask, cache=None):
+        """x + mlp_out -> (h, mlp output): the residual stream is x + mlp_out.
+
+        The block is  h = x + attn(norm(x));  x' = h + mlp(norm(h)).  Each residual
+        add is done by the norm that reads its result (RMSNorm.add, one kernel), so
+        the last add is left to the next block's first norm: a block takes the
+        previous block's MLP output un-added and returns its own the same way.
+        """
+        if mlp_out is None:  # the first block: nothing to add
+            n = self.input_layernorm(x)
+        else:
+            x, n = self.input_layernorm.add(x, mlp_out)
+        h, n = self.post_attention_layernorm.add(x, self.self_attn(n, mask, cache))
+        return h, self.mlp(n)
 
 
 class TransformerBody(nn.Module):
@@ -196,11 +218,12 @@ class TransformerBody(nn.Module):
         L = tokens.shape[1]
         # One query token needs no mask: it may see every cached key.
         mask = "causal" if L > 1 else None
+        mlp_out = None  # the last block's MLP output, added by the next norm (see Block)
         for i, layer in enumerate(self.layers):
-            h = layer(h, mask, cache[i] if cache is not None else None)
+            h, mlp_out = layer(h, mlp_out, mask, cache[i] if cache is not None else None)
             if trace is not None and i == 0:
-                trace["block0"] = h
-        h = self.norm(h)
+                trace["block0"] = h + mlp_out
+        h = self.norm(h) if mlp_out is None else self.norm.add(h, mlp_out)[1]
         if trace is not None:
             trace["final_norm"] = h
         return h
