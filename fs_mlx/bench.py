@@ -502,16 +502,18 @@ def measure_all(s: Settings, engines: list, bandwidth: float | None, progress) -
 
     total, step = s.repeat * len(engines) * len(depths), 0
     for r in range(s.repeat):
-        shift = r % len(engines)
-        for i in list(range(shift, len(engines))) + list(range(shift)):  # who goes first rotates
-            e, have = engines[i], 0
-            for j, depth in enumerate(depths):
-                if have >= depth:
+        have = [0] * len(engines)  # each engine's cache depth
+        for j, depth in enumerate(depths):
+            # Engines take turns at every depth (each keeps its own cache), and who goes
+            # first rotates, so a slow spell on a shared machine lands on both.
+            for i in [(r + k) % len(engines) for k in range(len(engines))]:
+                e = engines[i]
+                if have[i] >= depth:
                     raise FsxError(f"--contexts: {depth} is not beyond the previous step's depth "
-                                   f"({have}: its context plus {s.gen_tokens} generated tokens)")
+                                   f"({have[i]}: its context plus {s.gen_tokens} generated tokens)")
                 # The sweep reuses the cache: only the tokens beyond what it holds are prefilled.
-                m = e.run(ids[have:depth], s.gen_tokens, fresh=(j == 0))
-                have = m["depth"]
+                m = e.run(ids[have[i]:depth], s.gen_tokens, fresh=(j == 0))
+                have[i] = m["depth"]
                 rows[(i, depth)].append(m)
                 step += 1
                 progress(f"[{step}/{total}] {e.name:<6} {infos[i]['dtype']:<8} context {depth:>6}: "
@@ -547,13 +549,35 @@ def result_row(engine, info: dict, context: int, runs: list[dict], gen: int,
 
 
 def add_ratios(results: list[dict]) -> None:
-    """Each row other than the first fsx one at its context gets fsx / this row."""
+    """Each row other than the first fsx one at its context gets fsx / this row, three ways.
+
+    `ratio` divides medians. `ratio_paired` is the median over repeats of fsx's run
+    divided by this engine's run of the same repeat — the two ran back to back, so a
+    slow spell on a shared machine mostly cancels. `ratio_best` divides each side's
+    best run (highest tok/s, lowest peak): interference only ever slows a run down.
+    """
+    metrics = ("prompt_tps", "generation_tps", "peak_memory_gb")
     for row in results:
         ref = next(r for r in results if r["context"] == row["context"])
-        row["ratio"] = None if row is ref else {
-            m: ref[m] / row[m] if row[m] else None
-            for m in ("prompt_tps", "generation_tps", "peak_memory_gb")
-        }
+        if row is ref:
+            row["ratio"] = row["ratio_paired"] = row["ratio_best"] = None
+            continue
+        row["ratio"] = {m: _div(ref[m], row[m]) for m in metrics}
+        if "runs" in row and "runs" in ref:
+            row["ratio_paired"] = {m: _median([_div(a[m], b[m]) for a, b in zip(ref["runs"], row["runs"])])
+                                   for m in metrics}
+            best = {"prompt_tps": max, "generation_tps": max, "peak_memory_gb": min}
+            row["ratio_best"] = {m: _div(f(r[m] for r in ref["runs"]), f(r[m] for r in row["runs"]))
+                                 for m, f in best.items()}
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _div(a: float, b: float) -> float | None:
+    return a / b if b else None
 
 
 def summarise(values: list[float]) -> dict:
@@ -571,6 +595,8 @@ DEFINITIONS = {
     "achieved_gbs": "bytes_per_token x generation_tps / 1e9",
     "roofline_fraction": "achieved_gbs / memory bandwidth (null when the bandwidth is unknown)",
     "ratio": "the first fsx row / this row, medians: > 1 = fsx faster (tps) or bigger (peak)",
+    "ratio_paired": "median over repeats of (fsx run / this engine's run of the same repeat)",
+    "ratio_best": "each side's best run: max tok/s, min peak",
     "spread": "min, median, max over the repeats",
 }
 
@@ -645,7 +671,9 @@ def format_report(report: dict) -> str:
             q = r["ratio"]
             lines.append(
                 f"fsx / {r['engine']} ({r['dtype']}) at context {r['context']}: decode "
-                f"{_x(q['generation_tps'])}, prompt {_x(q['prompt_tps'])}, peak memory {_x(q['peak_memory_gb'])}"
+                f"{_x(q['generation_tps'])}, prompt {_x(q['prompt_tps'])}, peak memory "
+                f"{_x(q['peak_memory_gb'])} (medians); decode paired {_x(r['ratio_paired']['generation_tps'])}, "
+                f"best {_x(r['ratio_best']['generation_tps'])}"
             )
     lines.append(f"load: " + ", ".join(
         f"{r['engine']} {r['dtype']} {r['load_s']:.2f} s"

@@ -24,7 +24,7 @@ HAS_MLX_LM = importlib.util.find_spec("mlx_lm") is not None
 ROW_KEYS = {"engine", "kernels", "dtype", "prompt_tps", "generation_tps", "ttft_s", "peak_memory_gb",
             "context", "prompt_tokens", "gen_tokens", "repeat", "spread", "load_s", "bytes_per_token",
             "weight_bytes_per_token", "kv_bytes_per_position", "achieved_gbs", "roofline_fraction",
-            "ratio", "runs"}
+            "ratio", "ratio_paired", "ratio_best", "runs"}
 
 
 @pytest.fixture(scope="module")
@@ -152,15 +152,22 @@ def test_bandwidth_unknown_off_apple():
 
 
 def test_ratios_are_fsx_over_the_other_row():
-    rows = [
-        {"engine": "fsx", "context": 64, "prompt_tps": 100.0, "generation_tps": 30.0, "peak_memory_gb": 2.0},
-        {"engine": "mlx-lm", "context": 64, "prompt_tps": 50.0, "generation_tps": 20.0, "peak_memory_gb": 1.0},
-        {"engine": "fsx", "context": 512, "prompt_tps": 80.0, "generation_tps": 10.0, "peak_memory_gb": 2.5},
-        {"engine": "mlx-lm", "context": 512, "prompt_tps": 80.0, "generation_tps": 0.0, "peak_memory_gb": 2.5},
-    ]
+    def row(engine, context, *runs):  # runs: (prompt_tps, generation_tps, peak_memory_gb)
+        runs = [dict(zip(("prompt_tps", "generation_tps", "peak_memory_gb"), r)) for r in runs]
+        medians = {m: float(np.median([r[m] for r in runs])) for m in runs[0]}
+        return {"engine": engine, "context": context, "runs": runs, **medians}
+
+    rows = [row("fsx", 64, (100, 30, 2.0), (120, 36, 2.0), (80, 10, 2.0)),
+            row("mlx-lm", 64, (50, 20, 1.0), (60, 24, 0.5), (40, 10, 1.0)),
+            row("fsx", 512, (80, 10, 2.5)),
+            row("mlx-lm", 512, (80, 0, 2.5))]
     bench.add_ratios(rows)
-    assert rows[0]["ratio"] is None and rows[2]["ratio"] is None
+    assert rows[0]["ratio"] is None and rows[2]["ratio"] is None and rows[0]["ratio_paired"] is None
     assert rows[1]["ratio"] == {"prompt_tps": 2.0, "generation_tps": 1.5, "peak_memory_gb": 2.0}
+    # Paired: run by run 30/20, 36/24, 10/10 -> median 1.5; 2/1, 2/0.5, 2/1 -> 2.
+    assert rows[1]["ratio_paired"] == {"prompt_tps": 2.0, "generation_tps": 1.5, "peak_memory_gb": 2.0}
+    # Best: 120/60, 36/24, and the lowest peaks 2.0/0.5.
+    assert rows[1]["ratio_best"] == {"prompt_tps": 2.0, "generation_tps": 1.5, "peak_memory_gb": 4.0}
     assert rows[3]["ratio"] == {"prompt_tps": 1.0, "generation_tps": None, "peak_memory_gb": 1.0}
 
 
@@ -223,7 +230,9 @@ def test_gguf_export_is_the_same_model_in_mlx_lm(tmp_path):
     """mlx-lm cannot read GGUF: bench writes it out as an MLX directory. Same logits."""
     import mlx_lm
     from checkpoints import random_model
-    from test_gguf import Q, write_gguf
+
+    test_gguf = pytest.importorskip("test_gguf")  # its GGUF writer (gguf-py)
+    Q, write_gguf = test_gguf.Q, test_gguf.write_gguf
 
     from fs_mlx.forward import logits_for
     from fs_mlx.loading import load
