@@ -4,20 +4,11 @@ Every test runs here (Linux, no Metal): the executor runs the Metal source on
 the CPU, in forward, reverse and random thread order (a race shows up as an
 order-dependent result). On a Mac the same kernels run on the GPU.
 
-The reference is mx.quantized_matmul on the *float32* copies of the same x,
-scales and biases (every float16/bfloat16 value is exact in float32), rounded
-to the kernel's dtype at the end. That is the answer a kernel that accumulates
-in float should give. MLX's CPU op in the narrow dtype itself is not: it
-accumulates in that dtype (measured on 96x256: 0.5 % of the output scale off
-in float16, 3.5 % in bfloat16), so it would hide real errors behind a loose bar.
-
-Tolerances (rtol on each element, atol relative to the largest output):
-  float32   1e-5 / 1e-5: float sums of up to ~800 products in a different
-            order (lane-strided, then simd_sum's tree) than MLX's loop;
-  float16   1e-3 / 1e-3: the output is rounded to half (11 bits: 4.9e-4), ~2 ULP;
-  bfloat16  8e-3 / 8e-3: rounded to bfloat16 (8 bits: 3.9e-3), ~2 ULP.
-The atol term covers outputs near zero, where the float32 sums' absolute
-error (~1e-6 of the output scale) is all there is.
+The reference is mx.quantized_matmul on float32 copies of the same x, scales
+and biases, rounded to the kernel's dtype (conftest.py: tolerances and why).
+MLX's CPU op in float16/bfloat16 is not a usable bar: it accumulates in that
+dtype (measured on 96x256: 0.5 % of the output scale off in float16, 3.5 % in
+bfloat16).
 
 Budget: sizes are runtime values, so only (dtype, bits) and the SwiGLU flag
 make template instantiations: 3 x 2 x {qmv, qmv_swiglu, qmm} = 18 compiles
@@ -28,37 +19,13 @@ mixed-dtype cases.
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import DTYPES, EXAMPLES, ORDERS, assert_close, f32
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fs_mlx import kernels
 from fs_mlx.kernels import quantized as q
 from fs_mlx.msl import settings as msl_settings
 from fs_mlx.ops import reference
-
-ORDERS = ["forward", "reverse", "random"]
-DTYPES = [mx.float32, mx.float16, mx.bfloat16]
-TOL = {mx.float32: 1e-5, mx.float16: 1e-3, mx.bfloat16: 8e-3}
-EXAMPLES = 20  # per property; each example is a few ms once its pipeline is compiled
-
-
-@pytest.fixture(scope="module", autouse=True)
-def executor():
-    from fs_mlx.msl import MslCompilerMissing
-    from fs_mlx.msl.compiler import find_compiler
-
-    try:
-        find_compiler()
-    except MslCompilerMissing as e:  # a failure with the fix, not a skip
-        pytest.fail(str(e), pytrace=False)
-    was = kernels.using_executor()
-    kernels.use_executor(True)
-    yield
-    kernels.use_executor(was)
-
-
-def f32(a):
-    return a.astype(mx.float32)
 
 
 def quantized(seed: int, N: int, K: int, group_size: int, bits: int, dtype):
@@ -73,16 +40,9 @@ def reference_matmul(x, wq, scales, biases, group_size, bits):
                                group_size=group_size, bits=bits)
 
 
-def assert_close(out, ref, dtype):
-    out = np.array(f32(out))
-    ref = np.array(f32(ref.astype(dtype)))  # the best the dtype can hold
-    scale = max(float(np.abs(ref).max()), 1e-6)
-    np.testing.assert_allclose(out, ref, rtol=TOL[dtype], atol=TOL[dtype] * scale)
-
-
 # K is a multiple of the group size; 1-6 groups of 32-128 reach K = 768, across
 # qmv's 512 (4-bit) / 256 (8-bit) values per SIMD-group step and qmm's BK = 32.
-# N >= 8 / groups keeps scales at >= 8 elements: smaller inputs go to constant
+# N >= 8 keeps w and scales at >= 8 elements: smaller inputs go to constant
 # memory, another signature and compile (tested once, below).
 shapes = st.fixed_dictionaries({
     "bits": st.sampled_from([4, 8]),
