@@ -96,6 +96,9 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
       simdgroup_multiply_accumulate(sc[kb], qf[db], kt, sc[kb]);
     }
   }
+  // Every SIMD group is done reading K before anyone overwrites it with V.
+  // (The executor runs SIMD groups in lock step here and cannot catch this
+  // barrier's absence; a GPU can.)
   threadgroup_barrier(mem_flags::mem_threadgroup);
 
   // Stage the V tile (the K tile is no longer needed)
@@ -138,6 +141,8 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
     acc[db].thread_elements()[0] *= factor;
     acc[db].thread_elements()[1] *= factor;
   }
+  // The whole V tile is staged before anyone reads it (unobservable in the
+  // executor, as above)
   threadgroup_barrier(mem_flags::mem_threadgroup);
 
   // acc += P V
@@ -148,6 +153,7 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
       simdgroup_multiply_accumulate(acc[db], sc[kb], vf, acc[db]);
     }
   }
+  // Everyone is done with V before the next K tile overwrites it (idem)
   threadgroup_barrier(mem_flags::mem_threadgroup);
 }
 
