@@ -89,3 +89,9 @@ from .swiglu import swiglu  # noqa: E402
 
 # Dense GEMM has no kernel of ours: MLX's own matmul serves it on every path.
 from ..ops.reference import linear  # noqa: E402
+
+# What the ops seam dispatches to (fs_mlx/ops: the same names in reference.py)
+__all__ = [
+    "add_rms_norm", "attention", "linear", "qk_norm_rope", "quantized_matmul", "quantized_swiglu",
+    "rms_norm", "rope", "swiglu",
+]

@@ -19,7 +19,6 @@ is the bar between them. Against transformers it is tests/test_golden.py's
 import json
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import pytest
 
