@@ -8,9 +8,10 @@ it instead (global-scope symbols win over a library's own dependencies).
 Loaded after the import it does nothing, hence this module runs first, from
 the top of `fs_mlx/__init__.py`.
 
-Measured on the 2-core x86-64 dev machine (docs/quantization.md, "OpenBLAS"):
-fp32 GEMM 1024^2 4.1 -> 81 GFLOPS, a 3072x1024 fp32 matvec 3.2 -> 1.5 ms.
-It changes nothing for quantized matmuls (MLX's own kernel, not BLAS).
+Measured on the 2-core x86-64 dev machine (docs/quantization.md, "OpenBLAS";
+tools/measure_blas.py): fp32 GEMM ~4 -> 52-86 GFLOPS, a 3072x1024 fp32 matvec
+~2x faster, prefill of the quantized default model 15-20x (it dequantizes and
+uses BLAS); decoding a quantized model is unchanged (MLX's own qmv, not BLAS).
 
 It is never required: without the library (or on macOS, where MLX uses
 Accelerate) MLX keeps its bundled BLAS and `STATUS` says so.
