@@ -14,10 +14,10 @@ the same compiled pipeline. Template parameters: dtype, interleaving, norm.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import mlx.core as mx
+import numpy as np
 
 from . import kernel
 
@@ -26,9 +26,11 @@ HPT = 4  # heads per thread in rope.metal
 
 @lru_cache(maxsize=64)
 def _base_inv_freq(dims: int, base: float) -> mx.array:
-    # As the twin: exp(-u * ln(base) / (dims / 2)), u = 0 .. dims/2 - 1, in float32
+    # As the twin: exp(-u * ln(base) / (dims / 2)), u = 0 .. dims/2 - 1, in float32 —
+    # ln(base) / half included (MLX computes it in float: std::log of a float base)
     half = dims // 2
-    inv = mx.exp(mx.arange(0, -half, -1, dtype=mx.float32) * mx.array(math.log(base) / half, mx.float32))
+    step = np.float32(np.log(np.float32(base))) / np.float32(half)
+    inv = mx.exp(mx.arange(0, -half, -1, dtype=mx.float32) * mx.array(step, mx.float32))
     mx.eval(inv)
     return inv
 
