@@ -2,14 +2,20 @@
 //
 // Compiled once into a cached shared object. A launch walks the grid one
 // threadgroup at a time. Inside a threadgroup every Metal thread is a fiber
-// with its own stack; the scheduler resumes them in the chosen order and each
-// runs until it finishes or blocks at a threadgroup_barrier or a SIMD-group
-// operation. When nothing can run:
-//   1. in each SIMD group, the lanes waiting at the textually-first call site
-//      are resolved together (their operands combined, results written back)
-//      — those lanes are the "active" lanes of that operation;
-//   2. otherwise every live thread is at a barrier, and all are released.
-// Exited threads count as arrived at barriers and are inactive in SIMD ops.
+// with its own stack, and each runs until it finishes or blocks at a
+// threadgroup_barrier or a SIMD-group operation. SIMD groups advance one at
+// a time, not in lock step: a step picks one SIMD group (in the chosen order)
+// and
+//   * if its lanes were released by a barrier, runs them (in the order);
+//   * else, its lanes all being blocked, resolves its lanes waiting at the
+//     textually-first call site together (operands combined, results written
+//     back) — the "active" lanes of that operation — and runs them on, up to
+//     their next SIMD operation or barrier.
+// forward always picks the lowest SIMD group that can advance (so group 0
+// runs all the way to its next barrier before group 1 starts), reverse the
+// highest, random a random one. When no group can advance, every live thread
+// is at a barrier, and all are released. Exited threads count as arrived at
+// barriers and are inactive in SIMD ops.
 //
 // Faults (out-of-bounds, stack overflow, division by zero), hangs caught by
 // the watchdog and errors raised by the kernel all land in one siglongjmp
@@ -129,7 +135,11 @@ struct group_state {
   msl_thread* threads;        // n threads of this threadgroup
   unsigned n;
   unsigned alive;
-  unsigned perm[MSL_MAX_TG];  // resume order
+  unsigned perm[MSL_MAX_TG];  // resume order without fibers (plain calls)
+  unsigned lanes[MSL_MAX_TG]; // SIMD group s's lanes in resume order: lanes[32s .. 32s+31]
+  unsigned groups;            // SIMD groups (the last may be partial)
+  unsigned ready_mask;        // SIMD groups whose lanes a barrier released, not yet run
+  unsigned simd_mask;         // SIMD groups with lanes blocked at a SIMD operation
   unsigned long tg_used;
   unsigned nsites;
   unsigned site_ids[256];
@@ -169,19 +179,21 @@ static void fail_msg(msl_thread* t, const char* msg) {
 }
 
 // ---------------------------------------------------------------- fibers
-// A round resumes the runnable threads in the order's sequence. A thread that
-// stops hands over directly to the next runnable one after it in that
-// sequence (one switch instead of two through the scheduler); the last one
-// returns to the scheduler.
-static unsigned g_cursor;  // position in perm of the running thread
+// A step resumes the runnable lanes of one SIMD group in the order's sequence
+// (g_run). A thread that stops hands over directly to the next runnable one
+// after it in that sequence (one switch instead of two through the
+// scheduler); the last one returns to the scheduler.
+static const unsigned* g_run;  // the lanes of the step, as thread indices
+static unsigned g_run_n;
+static unsigned g_cursor;      // position in g_run of the running thread
 
 static inline void switch_to_scheduler(msl_thread* t) {
 #ifdef MSL_FIBER_UCONTEXT
   swapcontext((ucontext_t*)t->uctx, &g_sched_uctx);
 #else
   group_state& g = g_group;
-  for (unsigned k = g_cursor + 1; k < g.n; k++) {
-    msl_thread* nx = &g.threads[g.perm[k]];
+  for (unsigned k = g_cursor + 1; k < g_run_n; k++) {
+    msl_thread* nx = &g.threads[g_run[k]];
     if (nx->state == ST_READY) {
       g_cursor = k;
       g_api.current = nx;
@@ -207,6 +219,7 @@ static void api_block(msl_thread* t) {
     fail_msg(t, "internal error: a barrier or SIMD-group function was called in a kernel "
                 "whose source names none (run without fibers); please report it");
   t->state = ST_BLOCKED;
+  if (t->kind == MSL_WAIT_SIMD) g_group.simd_mask |= 1u << t->simdgroup_index_in_threadgroup;
   switch_to_scheduler(t);
 }
 
@@ -361,14 +374,22 @@ static unsigned rand_below(unsigned n) {
   return (unsigned)(g_rng % n);
 }
 
+static void shuffle(unsigned* a, unsigned n) {
+  for (unsigned i = n - 1; i > 0; i--) {
+    unsigned j = rand_below(i + 1), tmp = a[i];
+    a[i] = a[j];
+    a[j] = tmp;
+  }
+}
+
 static void make_order(group_state& g, int order) {
   for (unsigned i = 0; i < g.n; i++) g.perm[i] = order == 1 ? g.n - 1 - i : i;
-  if (order == 2)
-    for (unsigned i = g.n - 1; i > 0; i--) {
-      unsigned j = rand_below(i + 1), tmp = g.perm[i];
-      g.perm[i] = g.perm[j];
-      g.perm[j] = tmp;
-    }
+  if (order == 2) shuffle(g.perm, g.n);
+  // Lanes within a SIMD group: forward, reversed, or shuffled before each step
+  for (unsigned i = 0; i < g.n; i++) {
+    unsigned base = i & ~31u, end = base + 32 < g.n ? base + 32 : g.n;
+    g.lanes[i] = order == 1 ? end - 1 - (i - base) : i;
+  }
 }
 
 static inline void resume(msl_thread* t) {
@@ -381,37 +402,64 @@ static inline void resume(msl_thread* t) {
   g_api.current = 0;
 }
 
-// Resolve one SIMD operation per SIMD group; returns how many lanes resumed.
-static unsigned resolve_simd(group_state& g) {
-  unsigned woke = 0;
-  for (unsigned base = 0; base < g.n; base += 32) {
-    unsigned end = base + 32 < g.n ? base + 32 : g.n;
-    unsigned best = 0xffffffffu;
-    for (unsigned i = base; i < end; i++) {
-      msl_thread* t = &g.threads[i];
-      if (t->state == ST_BLOCKED && t->kind == MSL_WAIT_SIMD && t->site < best) best = t->site;
-    }
-    if (best == 0xffffffffu) continue;
-    msl_thread* by_lane[32] = {0};
-    unsigned mask = 0;
-    msl_resolve_fn fn = 0;
-    for (unsigned i = base; i < end; i++) {
-      msl_thread* t = &g.threads[i];
-      if (t->state == ST_BLOCKED && t->kind == MSL_WAIT_SIMD && t->site == best) {
-        by_lane[i - base] = t;
-        mask |= 1u << (i - base);
-        fn = t->resolve;
-      }
-    }
-    if (fn) fn(by_lane, mask);
-    for (unsigned l = 0; l < 32; l++)
-      if (by_lane[l]) {
-        by_lane[l]->state = ST_READY;
-        by_lane[l]->kind = MSL_WAIT_NONE;
-        woke++;
-      }
+// Resolve one SIMD operation of SIMD group s, whose lanes are all blocked or
+// done: the lanes waiting at the textually-first call site. Clears s from
+// simd_mask unless lanes wait at another site too.
+static void resolve_simd(group_state& g, unsigned s) {
+  unsigned base = s * 32, end = base + 32 < g.n ? base + 32 : g.n;
+  unsigned best = 0xffffffffu;
+  for (unsigned i = base; i < end; i++) {
+    msl_thread* t = &g.threads[i];
+    if (t->state == ST_BLOCKED && t->kind == MSL_WAIT_SIMD && t->site < best) best = t->site;
   }
-  return woke;
+  msl_thread* by_lane[32] = {0};
+  unsigned mask = 0;
+  bool others = false;
+  msl_resolve_fn fn = 0;
+  for (unsigned i = base; i < end; i++) {
+    msl_thread* t = &g.threads[i];
+    if (t->state != ST_BLOCKED || t->kind != MSL_WAIT_SIMD) continue;
+    if (t->site != best) {
+      others = true;
+      continue;
+    }
+    by_lane[i - base] = t;
+    mask |= 1u << (i - base);
+    fn = t->resolve;
+  }
+  if (fn) fn(by_lane, mask);
+  for (unsigned l = 0; l < 32; l++)
+    if (by_lane[l]) {
+      by_lane[l]->state = ST_READY;
+      by_lane[l]->kind = MSL_WAIT_NONE;
+    }
+  if (!others) g.simd_mask &= ~(1u << s);
+}
+
+// Run the runnable lanes of SIMD group s until each blocks or finishes.
+static void run_simd_group(group_state& g, unsigned s, int order) {
+  unsigned base = s * 32, cnt = base + 32 < g.n ? 32 : g.n - base;
+  if (order == 2) shuffle(g.lanes + base, cnt);
+  g_run = g.lanes + base;
+  g_run_n = cnt;
+  for (unsigned k = 0; k < cnt; k++) {
+    msl_thread* t = &g.threads[g_run[k]];
+    if (t->state == ST_READY) {
+      g_cursor = k;
+      resume(t);  // runs t and, chained, every runnable lane after it
+#ifndef MSL_FIBER_UCONTEXT
+      break;
+#endif
+    }
+  }
+}
+
+// The SIMD group to advance among those in m (not empty)
+static inline unsigned pick_group(unsigned m, int order) {
+  if (order == 0) return (unsigned)__builtin_ctz(m);
+  if (order == 1) return 31u - (unsigned)__builtin_clz(m);
+  for (unsigned k = rand_below((unsigned)__builtin_popcount(m)); k; k--) m &= m - 1;
+  return (unsigned)__builtin_ctz(m);
 }
 
 static void release_barrier(group_state& g, int strict) {
@@ -450,6 +498,7 @@ static void release_barrier(group_state& g, int strict) {
     if (t->state == ST_BLOCKED) {
       t->state = ST_READY;
       t->kind = MSL_WAIT_NONE;
+      g.ready_mask |= 1u << (i / 32);
     }
   }
 }
@@ -523,21 +572,22 @@ static void run_group(const msl_launch* L, const unsigned gid[3]) {
     g_api.current = 0;
     return;
   }
+  // One SIMD group at a time. Invariant between steps: no thread is
+  // runnable except the lanes of the groups in ready_mask.
+  g.groups = sgs;
+  g.ready_mask = sgs == 32 ? 0xffffffffu : (1u << sgs) - 1;
+  g.simd_mask = 0;
   for (;;) {
-    for (unsigned k = 0; k < n; k++) {
-      msl_thread* t = &g_threads[g.perm[k]];
-      if (t->state == ST_READY) {
-        g_cursor = k;
-        resume(t);  // runs t and, chained, every runnable thread after it
-#ifndef MSL_FIBER_UCONTEXT
-        break;
-#endif
-      }
+    unsigned m = g.ready_mask | g.simd_mask;
+    if (m == 0) {
+      if (g.alive == 0) return;
+      release_barrier(g, L->strict);  // every live thread waits at a barrier
+      continue;
     }
-    if (g.alive == 0) return;
-    if (L->order == 2) make_order(g, 2);  // a new random order every round
-    if (resolve_simd(g)) continue;
-    release_barrier(g, L->strict);
+    unsigned s = pick_group(m, L->order), bit = 1u << s;
+    if (g.ready_mask & bit) g.ready_mask &= ~bit;  // released by a barrier: never in simd_mask
+    else resolve_simd(g, s);
+    run_simd_group(g, s, L->order);
   }
 }
 
