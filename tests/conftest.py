@@ -1,3 +1,6 @@
+# fs_mlx first: it binds MLX to the system OpenBLAS (when installed) only if it is
+# imported before mlx.core, so the tests run what `fsx` runs (fs_mlx/openblas.py).
+import fs_mlx  # noqa: F401  (isort: skip)
 import pytest
 
 from checkpoints import write_checkpoint
