@@ -38,8 +38,21 @@ class FsxGroup(click.Group):
             ) from None
 
 
+def _version_message() -> str:
+    """`fsx --version`: also which BLAS MLX's CPU backend got (fs_mlx/openblas.py)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .openblas import STATUS
+
+    try:
+        mlx = version("mlx")
+    except PackageNotFoundError:
+        mlx = "?"
+    return f"%(prog)s %(version)s (mlx {mlx}; BLAS: {STATUS})"
+
+
 @click.group(cls=FsxGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="fs-mlx")
+@click.version_option(package_name="fs-mlx", message=_version_message())
 def main() -> None:
     """fs-mlx: a small, readable LLM inference engine on MLX."""
 
