@@ -154,7 +154,9 @@ def read_header(path: Path) -> GGUFHeader:
     except OSError as e:
         raise FsxError(f"{path}: cannot read: {e.strerror}") from None
 
-    align = int(metadata.get("general.alignment", 32)) or 32
+    align = metadata.get("general.alignment", 32)
+    if not isinstance(align, int) or not 0 < align <= 1 << 16:
+        raise FsxError(f"{path}: malformed GGUF file (general.alignment = {align!r})")
     data_start = (header_end + align - 1) // align * align
     tensors = {}
     for name, dims, type_id, offset in infos:
@@ -192,6 +194,13 @@ def architecture(header: GGUFHeader) -> str:
 
 
 def config_from_header(header: GGUFHeader) -> ModelConfig:
+    try:
+        return _config_from_header(header)
+    except (TypeError, ValueError, ZeroDivisionError) as e:  # e.g. a count stored as a string
+        raise FsxError(f"{header.path}: malformed GGUF metadata ({e})") from None
+
+
+def _config_from_header(header: GGUFHeader) -> ModelConfig:
     m, arch = header.metadata, architecture(header)
 
     def get(key: str, default=None):

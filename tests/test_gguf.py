@@ -160,7 +160,8 @@ def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gp
     w.add_head_count_kv(c.num_key_value_heads)
     w.add_key_length(c.head_dim)
     w.add_value_length(c.head_dim)
-    w.add_rope_freq_base(c.rope_theta)
+    if f"{arch}.rope.freq_base" not in (extra_meta or {}):
+        w.add_rope_freq_base(c.rope_theta)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
     tok = json.loads(tiny_tokenizer().to_str())
@@ -334,6 +335,8 @@ def test_truncated_and_garbage_files(tmp_path, small_gguf):
     (dict(pre="tekken"), "unsupported GGUF pre-tokenizer 'tekken'"),
     (dict(extra_meta={"qwen3.rope.scaling.type": "yarn"}), "RoPE scaling 'yarn'"),
     (dict(skip=("blk.1.ffn_up.weight",)), "missing tensor model.layers.1.mlp.up_proj.weight"),
+    (dict(extra_meta={"general.alignment": "32"}), "malformed GGUF file (general.alignment = '32')"),
+    (dict(extra_meta={"qwen3.rope.freq_base": "fast"}), "malformed GGUF metadata"),
 ])
 def test_unsupported_files_fail_clearly(tmp_path, kwargs, message):
     path = write_gguf(tmp_path / "x.gguf", random_model(), **kwargs)
