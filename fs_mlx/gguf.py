@@ -223,10 +223,7 @@ def _config_from_header(header: GGUFHeader) -> ModelConfig:
     elif kind != "none":
         raise FsxError(f"{header.path}: GGUF RoPE scaling {kind!r} is not supported")
     if "rope_freqs.weight" in header.tensors:
-        raise FsxError(
-            f"{header.path}: per-frequency RoPE factors (rope_freqs, Llama 3.1+) are not "
-            "supported in GGUF files yet; use the Hugging Face checkpoint"
-        )
+        rope_scaling = _llama3_scaling(header, float(get("rope.freq_base", 10000.0)), head_dim)
 
     tokens = m.get("tokenizer.ggml.tokens") or []
     quantized = Counter(AFFINE_TYPES[t.type] for t in header.tensors.values() if t.type in AFFINE_TYPES)
@@ -257,6 +254,37 @@ def _config_from_header(header: GGUFHeader) -> ModelConfig:
         },
         source=str(header.path),
     )
+
+
+# Llama 3's RoPE stretch, as every Llama 3.1+ config.json states it (the factor varies).
+LLAMA3_ROPE = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+
+
+def _llama3_scaling(header: GGUFHeader, base: float, head_dim: int) -> dict[str, Any]:
+    """Llama 3.1+ RoPE scaling, recovered from the `rope_freqs` tensor.
+
+    llama.cpp stores the result (one divisor per frequency: theta_i = p * base^(-2i/D)
+    / rope_freqs[i]), not config.json's parameters. Its largest divisor is `factor`;
+    with Llama 3's standard low/high factors and original context (LLAMA3_ROPE) the
+    whole vector must come out the same, or the file is refused.
+    """
+    import numpy as np
+
+    from .model import _llama3_freqs
+
+    t = header.tensors["rope_freqs.weight"]
+    if t.type != "F32" or t.shape != (head_dim // 2,):
+        raise FsxError(f"{header.path}: rope_freqs is {t.type} {list(t.shape)}, expected F32 [{head_dim // 2}]")
+    with open(header.path, "rb") as f:
+        f.seek(header.data_start + t.offset)
+        divisors = np.frombuffer(f.read(t.nbytes), dtype="<f4")
+    scaling = {**LLAMA3_ROPE, "factor": float(divisors.max())}
+    periods = np.array(_llama3_freqs(head_dim, base, scaling))  # mx.fast.rope's `freqs`
+    plain = base ** (np.arange(0, head_dim, 2) / head_dim)
+    if not np.allclose(periods / plain, divisors, rtol=1e-4):
+        raise FsxError(f"{header.path}: rope_freqs do not follow Llama 3's RoPE scaling; not supported")
+    return scaling
 
 
 # --- tensors: GGUF names -> Hugging Face names --------------------------------------
@@ -315,6 +343,8 @@ def load_tensors(header: GGUFHeader, config: ModelConfig) -> dict[str, mx.array]
         raise FsxError(f"{header.path}: cannot load GGUF tensors: {e}") from None
     tensors, unknown = {}, []
     for name, t in raw.items():
+        if name == "rope_freqs.weight":
+            continue  # became config.rope_scaling (_llama3_scaling)
         hf = hf_name(name)
         if hf is None:
             unknown.append(name)

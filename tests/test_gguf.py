@@ -176,6 +176,12 @@ def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gp
     w.add_eos_token_id(2)
     w.add_bos_token_id(1)
     w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}")
+    if c.rope_scaling:  # Llama 3.1+: llama.cpp stores the per-frequency divisors, not the parameters
+        from fs_mlx.model import _llama3_freqs
+
+        plain = c.rope_theta ** (np.arange(0, c.head_dim, 2) / c.head_dim)
+        periods = np.array(_llama3_freqs(c.head_dim, c.rope_theta, c.rope_scaling))
+        w.add_tensor("rope_freqs.weight", (periods / plain).astype(np.float32))
     for k, v in (extra_meta or {}).items():
         w.add_string(k, v)
     names = _hf_to_gguf(c)
@@ -260,6 +266,17 @@ def test_float_gguf_equals_the_model_it_came_from(tmp_path, arch):
     # Same fp32 weights, same code: only the file format in between. 1e-5 allows
     # for nothing but rounding noise (logits are O(10)).
     np.testing.assert_allclose(logits_for(lm, IDS), dense_reference(model), atol=1e-5, rtol=0)
+
+
+def test_llama3_rope_scaling_from_rope_freqs(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    model = random_model(model_type="llama", rope_scaling=scaling, rope_theta=500000.0)
+    lm = load(write_gguf(tmp_path / "l3.gguf", model, permute=True))
+    assert lm.config.rope_scaling == scaling
+    ids = list(range(3, 300, 7))  # 43 positions: the stretched low frequencies matter
+    want = np.array(model(mx.array([ids]))[0])
+    np.testing.assert_allclose(logits_for(lm, ids), want, atol=1e-5, rtol=0)
 
 
 def test_quantized_gguf_types(tmp_path):
