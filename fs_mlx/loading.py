@@ -77,6 +77,11 @@ def load(
         config, tensors, tokenizer = load_gguf(where.path)
     else:
         config = load_config(where.path)
+        foreign = config.extra.get("quantization_config")
+        if foreign and not config.quantization:  # GPTQ, AWQ, bitsandbytes, FP8, ...
+            method = foreign.get("quant_method", "?") if isinstance(foreign, dict) else "?"
+            raise FsxError(f"{model}: {method}-quantized checkpoints are not supported; use a float "
+                           "or an MLX-quantized (mlx-community) checkpoint")
         tokenizer = Tokenizer.from_dir(where.path)
         tensors, index = load_tensors(where.path)
     if quantize is not None:

@@ -210,6 +210,15 @@ def test_unsupported_quantization_configs(tmp_path, block, message):
     assert code == 1 and message in text and "Traceback" not in text
 
 
+def test_other_quantization_methods_are_refused(tmp_path):
+    out = tmp_path / "gptq"
+    shutil.copytree(GOLDEN / "qwen3-tiny", out)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "gptq"}}))
+    with pytest.raises(FsxError, match="gptq-quantized checkpoints are not supported"):
+        load(out)
+
+
 def test_already_quantized_and_existing_output(tmp_path):
     out = tmp_path / "q"
     assert fsx("quantize", GOLDEN / "qwen3-tiny", "-o", out)[0] == 0
