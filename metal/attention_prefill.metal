@@ -97,8 +97,6 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
     }
   }
   // Every SIMD group is done reading K before anyone overwrites it with V.
-  // (The executor runs SIMD groups in lock step here and cannot catch this
-  // barrier's absence; a GPU can.)
   threadgroup_barrier(mem_flags::mem_threadgroup);
 
   // Stage the V tile (the K tile is no longer needed)
@@ -141,8 +139,7 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
     acc[db].thread_elements()[0] *= factor;
     acc[db].thread_elements()[1] *= factor;
   }
-  // The whole V tile is staged before anyone reads it (unobservable in the
-  // executor, as above)
+  // The whole V tile is staged before anyone reads it
   threadgroup_barrier(mem_flags::mem_threadgroup);
 
   // acc += P V
@@ -153,7 +150,7 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
       simdgroup_multiply_accumulate(acc[db], sc[kb], vf, acc[db]);
     }
   }
-  // Everyone is done with V before the next K tile overwrites it (idem)
+  // Everyone is done with V before the next K tile overwrites it
   threadgroup_barrier(mem_flags::mem_threadgroup);
 }
 
