@@ -137,7 +137,6 @@ struct group_state {
   unsigned alive;
   unsigned perm[MSL_MAX_TG];  // resume order without fibers (plain calls)
   unsigned lanes[MSL_MAX_TG]; // SIMD group s's lanes in resume order: lanes[32s .. 32s+31]
-  unsigned groups;            // SIMD groups (the last may be partial)
   unsigned ready_mask;        // SIMD groups whose lanes a barrier released, not yet run
   unsigned simd_mask;         // SIMD groups with lanes blocked at a SIMD operation
   unsigned long tg_used;
@@ -574,7 +573,6 @@ static void run_group(const msl_launch* L, const unsigned gid[3]) {
   }
   // One SIMD group at a time. Invariant between steps: no thread is
   // runnable except the lanes of the groups in ready_mask.
-  g.groups = sgs;
   g.ready_mask = sgs == 32 ? 0xffffffffu : (1u << sgs) - 1;
   g.simd_mask = 0;
   for (;;) {
