@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import fs_mlx  # noqa: F401  first: preloads the system OpenBLAS before mlx.core (see docs/quantization.md)
 import mlx.core as mx
 import numpy as np
-
 from fs_mlx.generate import generate
 from fs_mlx.loading import load
 
