@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The standard benchmark set: fsx next to mlx-lm on the same checkpoints.
 #
-#   bench/run_standard.sh                 # everything (about 25 minutes on a 2-core x86 VM)
+#   bench/run_standard.sh                 # everything (about 30 minutes on a 2-core x86 VM)
 #   bench/run_standard.sh tiny smollm2    # only some entries (names below)
 #
 # Writes one JSON report per entry into $RESULTS (default bench/results/<os>-<arch>-<cpus>cpu)
@@ -14,7 +14,7 @@ WORK=${WORK:-/tmp/fsx-bench}
 RESULTS=${RESULTS:-bench/results/$(uname -s | tr A-Z a-z)-$(uname -m)-$(getconf _NPROCESSORS_ONLN)cpu}
 BW=${BANDWIDTH:+--bandwidth $BANDWIDTH}   # e.g. BANDWIDTH=100 for the roofline column
 mkdir -p "$WORK" "$RESULTS"
-ENTRIES=${*:-tiny tiny-sweep smollm2 smollm2-bf16 qwen3-bf16 qwen3-8bit qwen3-4bit}
+ENTRIES=${*:-tiny tiny-sweep smollm2 smollm2-bf16 qwen3-bf16 qwen3-sweep qwen3-8bit qwen3-4bit}
 
 checkpoint() {  # shape dir: a random checkpoint of that shape (bf16, as the real ones)
   [ -d "$WORK/$2" ] || python bench/random_checkpoint.py "$1" "$WORK/$2"
@@ -41,7 +41,9 @@ run() {  # name, then fsx bench arguments
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)"
   python -c "import fs_mlx.openblas as o, mlx.core as mx; print('blas:', o.STATUS); print('mlx', mx.__version__, mx.default_device())"
   python -c "from importlib.metadata import version as v; print('mlx-lm', v('mlx-lm'))"
-} > "$RESULTS/machine.txt"
+} > "$RESULTS/machine.$$.txt"
+if [ -z "${*:-}" ]; then mv "$RESULTS/machine.$$.txt" "$RESULTS/machine.txt"
+else mv "$RESULTS/machine.$$.txt" "$RESULTS/machine-$(echo "$ENTRIES" | tr ' ' '+').txt"; fi
 
 for entry in $ENTRIES; do
   case $entry in
@@ -60,6 +62,10 @@ for entry in $ENTRIES; do
     qwen3-bf16) checkpoint qwen3-0.6b qwen3-0.6b
                 run qwen3-bf16 "$WORK/qwen3-0.6b" -p 32 -g 16 -r 3 \
                   --compare mlx-lm --compare mlx-lm:float32 ;;
+    # Decode at depth on the 0.6B shape (both in float32; mlx-lm's bf16 prefill is too slow here).
+    qwen3-sweep) checkpoint qwen3-0.6b qwen3-0.6b
+                 run qwen3-sweep "$WORK/qwen3-0.6b" --contexts 256,1024,2048 -g 8 -r 2 \
+                   --compare mlx-lm:float32 ;;
     # Quantized: mlx-lm keeps the scales in bf16 and then runs ~10x slower on CPU
     # (0.26 tok/s at 4 bits, docs/performance.md): compared at float32 only.
     qwen3-8bit) quantized 8 qwen3-0.6b-8bit
@@ -69,5 +75,6 @@ for entry in $ENTRIES; do
     *) echo "unknown entry $entry" >&2; exit 2 ;;
   esac
 done
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)" >> "$RESULTS/machine.txt"
+MACHINE=$RESULTS/machine.txt; [ -z "${*:-}" ] || MACHINE=$RESULTS/machine-$(echo "$ENTRIES" | tr ' ' '+').txt
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)" >> "$MACHINE"
 echo "results in $RESULTS" >&2

@@ -11,7 +11,7 @@ One measurement is the same for every engine, taken on the same clock:
 
 Each engine runs through its own public streaming API — fsx `generate.stream_generate`,
 mlx-lm `mlx_lm.stream_generate` — greedy, EOS ignored, on random prompt ids from a
-fixed seed. mlx-lm runs in a sibling process (`python -m fs_mlx.bench --worker`), so
+fixed seed (the engines: bench_engines.py). mlx-lm runs in a sibling process, so
 each process's peak memory is its own engine's alone; runs alternate between engines
 and the order rotates every repeat, so a slow spell on a shared machine hits both.
 
@@ -23,22 +23,17 @@ machine's ceiling that the engine reaches. See docs/performance.md.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import platform
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
 from .errors import FsxError
 
@@ -97,10 +92,6 @@ def bytes_per_token(weight_bytes: int, kv_per_position: int, depth: float) -> fl
 
 def roofline_fraction(bytes_tok: float, tps: float, bandwidth_gbs: float | None) -> float | None:
     return None if not bandwidth_gbs else bytes_tok * tps / (bandwidth_gbs * 1e9)
-
-
-def model_param_bytes(model) -> dict[str, int]:
-    return {k: v.nbytes for k, v in tree_flatten(model.parameters())}
 
 
 # --- settings -----------------------------------------------------------------------
@@ -184,205 +175,12 @@ def prompt_ids(n: int, vocab: int, seed: int) -> list[int]:
     return [rng.randrange(vocab) for _ in range(n)]
 
 
-# --- one measurement ---------------------------------------------------------------
-
-def time_tokens(tokens: Iterator[int], n_prompt: int) -> dict:
-    """Drain a token stream; time it with the definitions at the top of this file."""
-    gc.collect()
-    mx.clear_cache()
-    mx.reset_peak_memory()
-    t0 = time.perf_counter()
-    first = last = 0.0
-    n = 0
-    for _ in tokens:
-        last = time.perf_counter()
-        if n == 0:
-            first = last
-        n += 1
-    if n == 0:
-        raise FsxError("the engine generated no tokens")
-    ttft = first - t0
-    return {
-        "prompt_tokens": n_prompt,
-        "generation_tokens": n,
-        "ttft_s": ttft,
-        "prompt_tps": n_prompt / ttft,
-        "generation_tps": (n - 1) / (last - first) if n > 1 and last > first else 0.0,
-        "peak_memory_gb": mx.get_peak_memory() / 1e9,
-    }
-
-
-# --- the engines ---------------------------------------------------------------------
-# Each keeps one KV cache: run(new_ids, gen, fresh) extends it by new_ids (a fresh cache
-# when fresh), decodes gen tokens, and reports the measurement and the cache depth.
-
-class FsxEngine:
-    name = "fsx"
-
-    def __init__(self, model: str | None, kernels: str, quantize: tuple[int, int] | None = None,
-                 dtype: str | None = None):
-        from .loading import load
-        from .ops import set_kernels
-
-        self.kernels = set_kernels(kernels)
-        t = time.perf_counter()
-        self.lm = load(model, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
-        self.load_s = time.perf_counter() - t
-        self.cache = None
-
-    def run(self, new_ids: list[int], gen: int, fresh: bool) -> dict:
-        from . import ops
-        from .generate import PromptCache, stream_generate
-
-        ops.set_kernels(self.kernels)  # several fsx engines may alternate in one process
-        if fresh or self.cache is None:
-            self.cache = PromptCache(self.lm.model)
-        prompt = self.cache.tokens + new_ids  # reuse() finds the cached prefix
-        stream = stream_generate(self.lm, prompt, max_tokens=gen, ignore_eos=True, cache=self.cache)
-        m = time_tokens((r.token for r in stream if r.token is not None), len(new_ids))
-        return {**m, "depth": self.cache.offset}
-
-    def info(self) -> dict:
-        c = self.lm.config
-        return {
-            "dtype": str(self.lm.dtype).replace("mlx.core.", ""),
-            "load_s": self.load_s,
-            "weight_bytes_per_token": weight_bytes_per_token(
-                model_param_bytes(self.lm.model), c.tie_word_embeddings, c.vocab_size),
-            "kv_bytes_per_position": kv_bytes_per_position(
-                c.num_hidden_layers, c.num_key_value_heads, c.head_dim, self.lm.dtype.size),
-            "vocab_size": c.vocab_size,
-            "max_position_embeddings": c.max_position_embeddings,
-        }
-
-    def close(self) -> None:
-        pass
-
-
-class MlxLmEngine:
-    """mlx-lm itself, in this process (the worker's side)."""
-
-    name = "mlx-lm"
-
-    def __init__(self, model: str, dtype: str | None):
-        import mlx_lm
-        from mlx_lm.sample_utils import make_sampler
-
-        t = time.perf_counter()
-        self.model, self.tokenizer = mlx_lm.load(model)
-        if dtype == "float32":
-            self.model.set_dtype(mx.float32)  # floats only; packed quantized weights stay
-            mx.eval(self.model.parameters())
-        self.load_s = time.perf_counter() - t
-        self.tokenizer.eos_token_ids = []  # EOS ignored, as fsx's ignore_eos
-        self.sampler = make_sampler(temp=0.0)
-        self.cache = None
-
-    def run(self, new_ids: list[int], gen: int, fresh: bool) -> dict:
-        import mlx_lm
-        from mlx_lm.models.cache import make_prompt_cache
-
-        if fresh or self.cache is None:
-            self.cache = make_prompt_cache(self.model)
-        stream = mlx_lm.stream_generate(
-            self.model, self.tokenizer, mx.array(new_ids), max_tokens=gen,
-            sampler=self.sampler, prompt_cache=self.cache,
-        )
-        m = time_tokens((r.token for r in stream), len(new_ids))
-        return {**m, "depth": self.cache[0].offset}
-
-    def info(self) -> dict:
-        args = self.model.args
-        # The activations' dtype (and so the KV cache's) is what the embedding yields:
-        # the weights' dtype, or a quantized embedding's scales' dtype.
-        dtype = self.model.model.embed_tokens(mx.array([[0]])).dtype
-        params = model_param_bytes(self.model)
-        head_dim = getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads
-        return {
-            "dtype": str(dtype).replace("mlx.core.", ""),
-            "load_s": self.load_s,
-            "weight_bytes_per_token": weight_bytes_per_token(
-                params, not any(k.startswith("lm_head.") for k in params), args.vocab_size),
-            "kv_bytes_per_position": kv_bytes_per_position(
-                args.num_hidden_layers, args.num_key_value_heads, head_dim, dtype.size),
-            "vocab_size": args.vocab_size,
-        }
-
-    def close(self) -> None:
-        pass
-
-
-class WorkerEngine:
-    """The parent's handle on an engine that lives in a sibling process (JSON lines)."""
-
-    def __init__(self, name: str, model: str, dtype: str | None):
-        self.name = name
-        self.kernels = "mlx"
-        cmd = [sys.executable, "-m", "fs_mlx.bench", "--worker"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
-        self._call({"op": "load", "model": model, "dtype": dtype})
-
-    def _call(self, request: dict) -> dict:
-        try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except BrokenPipeError:
-            line = ""
-        if not line:
-            err = self.proc.stderr.read().strip().splitlines()
-            raise FsxError(f"the {self.name} worker died: {err[-1] if err else 'no message'}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise FsxError(f"{self.name}: {reply['error']}")
-        return reply
-
-    def run(self, new_ids: list[int], gen: int, fresh: bool) -> dict:
-        return self._call({"op": "run", "ids": new_ids, "gen": gen, "fresh": fresh})
-
-    def info(self) -> dict:
-        return self._call({"op": "info"})
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self.proc.stdin.flush()
-            except BrokenPipeError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def worker_main() -> None:
-    """The sibling process: one engine, driven by JSON lines on stdin."""
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything mlx-lm prints goes to stderr, never into the protocol
-    engine = None
-    for line in sys.stdin:
-        req = json.loads(line)
-        try:
-            if req["op"] == "load":
-                engine = MlxLmEngine(req["model"], req.get("dtype"))
-                reply = {"ok": True}
-            elif req["op"] == "run":
-                reply = engine.run(req["ids"], req["gen"], req["fresh"])
-            elif req["op"] == "info":
-                reply = engine.info()
-            else:
-                break
-        except Exception as e:  # reported to the parent, which raises it as FsxError
-            reply = {"error": f"{type(e).__name__}: {e}"}
-        out.write(json.dumps(reply) + "\n")
-
-
 # --- the plan ------------------------------------------------------------------------
 
 def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) -> list:
     """fsx once per --kernels choice, then one mlx-lm worker per --compare entry."""
+    from .bench_engines import FsxEngine, WorkerEngine, mlx_lm_checkpoint
+
     model, quantize = s.model, s.quantize
     if quantize and s.compare:  # mlx-lm cannot quantize on load: both read one written copy
         from .loading import resolve_model_dir
@@ -407,60 +205,6 @@ def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) ->
             e.close()
         raise
     return engines
-
-
-def mlx_lm_checkpoint(path: Path, progress: Callable[[str], None]) -> str:
-    """A directory mlx-lm loads holding the very weights fsx runs.
-
-    mlx-lm reads Hugging Face / MLX directories, not GGUF files: a .gguf is written
-    out once (cached next to the downloaded models) as an MLX-quantized directory —
-    the tensors exactly as `mx.load` decodes them, which is also what fsx runs.
-    """
-    if path.is_dir():
-        return str(path)
-    from .hub import cache_dir
-
-    st = path.stat()
-    out = cache_dir() / "mlx-lm" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
-    if not (out / "config.json").is_file():
-        progress(f"writing {path.name} as an MLX checkpoint for mlx-lm: {out}")
-        export_gguf(path, out)
-    return str(out)
-
-
-def export_gguf(path: Path, out: Path) -> None:
-    """A .gguf -> config.json + model.safetensors + tokenizer files, MLX layout (atomic)."""
-    import shutil
-
-    from .gguf import build_tokenizer, config_from_header, load_tensors, read_header
-
-    header = read_header(path)
-    config = config_from_header(header)
-    tensors = load_tensors(header, config)
-    tok = build_tokenizer(header)
-    raw = {k: v for k, v in asdict(config).items() if k != "extra" and v is not None}
-    if config.quantization:
-        q = dict(config.quantization)
-        for name, scales in tensors.items():  # layers whose width differs from the default
-            if name.endswith(".scales"):
-                layer = name[: -len(".scales")]
-                bits = tensors[f"{layer}.weight"].shape[-1] * 32 // (scales.shape[-1] * q["group_size"])
-                if bits != q["bits"]:
-                    q[layer] = {"group_size": q["group_size"], "bits": bits}
-        raw["quantization"] = q
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        mx.save_safetensors(str(tmp / "model.safetensors"), tensors, metadata={"format": "mlx"})
-        tok.backend.save(str(tmp / "tokenizer.json"))
-        tok_config = {**tok.special_tokens, "chat_template": tok.chat_template,
-                      "tokenizer_class": "PreTrainedTokenizerFast"}
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
-        raw["eos_token_id"] = tok.eos_token_ids or raw.get("eos_token_id")
-        (tmp / "config.json").write_text(json.dumps(raw, indent=2))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_bench(s: Settings, progress: Callable[[str], None] = lambda m: None) -> dict:
@@ -537,10 +281,11 @@ def result_row(engine, info: dict, context: int, runs: list[dict], gen: int,
     row.update({m: statistics.median(r[m] for r in runs) for m in METRICS})
     row["spread"] = {m: summarise([r[m] for r in runs]) for m in METRICS}
     row["load_s"] = info["load_s"]
-    bpt = bytes_per_token(info["weight_bytes_per_token"], info["kv_bytes_per_position"],
-                          context + gen / 2)
-    row["weight_bytes_per_token"] = info["weight_bytes_per_token"]
-    row["kv_bytes_per_position"] = info["kv_bytes_per_position"]
+    weights = weight_bytes_per_token(info["param_bytes"], info["tied"], info["vocab_size"])
+    kv = kv_bytes_per_position(info["layers"], info["kv_heads"], info["head_dim"], info["itemsize"])
+    bpt = bytes_per_token(weights, kv, context + gen / 2)  # the mean depth while decoding
+    row["weight_bytes_per_token"] = weights
+    row["kv_bytes_per_position"] = kv
     row["bytes_per_token"] = bpt
     row["achieved_gbs"] = bpt * row["generation_tps"] / 1e9
     row["roofline_fraction"] = roofline_fraction(bpt, row["generation_tps"], bandwidth)
@@ -704,6 +449,3 @@ def write_json(path: str, obj: dict) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
 
-
-if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    worker_main()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fs_mlx import bench
+from fs_mlx import bench, bench_engines
 from fs_mlx.cli import main
 from fs_mlx.errors import FsxError
 
@@ -97,11 +97,11 @@ def test_random_prompt_is_fixed_by_the_seed():
 
 
 def test_time_tokens_definitions():
-    m = bench.time_tokens(iter(range(6)), n_prompt=10)
+    m = bench_engines.time_tokens(iter(range(6)), n_prompt=10)
     assert m["generation_tokens"] == 6 and m["prompt_tokens"] == 10
     assert m["prompt_tps"] == pytest.approx(10 / m["ttft_s"])
     with pytest.raises(FsxError, match="no tokens"):
-        bench.time_tokens(iter(()), n_prompt=3)
+        bench_engines.time_tokens(iter(()), n_prompt=3)
 
 
 # --- roofline and ratios ------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_gguf_export_is_the_same_model_in_mlx_lm(tmp_path):
                              "ffn_gate": Q.Q4_0, "ffn_down": Q.Q8_0, "attn_output": Q.Q4_1,
                              "token_embd": Q.Q8_0})
     out = tmp_path / "mlx"
-    bench.export_gguf(path, out)
+    bench_engines.export_gguf(path, out)
     theirs, _ = mlx_lm.load(str(out))
     theirs.set_dtype(mx.float32)
     ids = [5, 17, 33, 2, 90, 41, 7, 250]
