@@ -178,7 +178,11 @@ def prompt_ids(n: int, vocab: int, seed: int) -> list[int]:
 # --- the plan ------------------------------------------------------------------------
 
 def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) -> list:
-    """fsx once per --kernels choice, then one mlx-lm worker per --compare entry."""
+    """fsx once per --kernels choice, then one mlx-lm per --compare entry.
+
+    The first fsx runs in this process; every other engine in a sibling process of its
+    own, so that each peak memory is one model's.
+    """
     from .bench_engines import FsxEngine, WorkerEngine, mlx_lm_checkpoint
 
     model, quantize = s.model, s.quantize
@@ -194,12 +198,18 @@ def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) ->
     try:
         for k in s.kernels:
             progress(f"loading {model or 'the default model'} in fsx (kernels {k}) ...")
-            engines.append(FsxEngine(model, k, quantize, s.dtype))
+            if not engines:
+                engines.append(FsxEngine(model, k, quantize, s.dtype))
+            else:
+                engines.append(WorkerEngine("fsx", k, {
+                    "engine": "fsx", "model": str(engines[0].lm.path), "kernels": k,
+                    "quantize": quantize, "dtype": s.dtype}))
         for c in s.compare:
             dtype = c.split(":")[1] if ":" in c else None
             path = mlx_lm_checkpoint(engines[0].lm.path, progress)
             progress(f"loading {path} in mlx-lm{' as ' + dtype if dtype else ''} (sibling process) ...")
-            engines.append(WorkerEngine("mlx-lm", path, dtype))
+            engines.append(WorkerEngine("mlx-lm", "mlx", {"engine": "mlx-lm", "model": path,
+                                                          "dtype": dtype}))
     except BaseException:
         for e in engines:
             e.close()
@@ -414,16 +424,23 @@ def format_report(report: dict) -> str:
     for r in report["results"]:
         if r["ratio"]:
             q = r["ratio"]
+            ref = next(x for x in report["results"] if x["context"] == r["context"])
             lines.append(
-                f"fsx / {r['engine']} ({r['dtype']}) at context {r['context']}: decode "
+                f"{_label(ref)} / {_label(r)} at context {r['context']}: decode "
                 f"{_x(q['generation_tps'])}, prompt {_x(q['prompt_tps'])}, peak memory "
                 f"{_x(q['peak_memory_gb'])} (medians); decode paired {_x(r['ratio_paired']['generation_tps'])}, "
                 f"best {_x(r['ratio_best']['generation_tps'])}"
             )
-    lines.append(f"load: " + ", ".join(
+    lines.append("load: " + ", ".join(
         f"{r['engine']} {r['dtype']} {r['load_s']:.2f} s"
         for r in report["results"] if r["context"] == report["results"][0]["context"]))
     return "\n".join(lines)
+
+
+def _label(row: dict) -> str:
+    """'fsx' or 'mlx-lm (bfloat16)'; with the kernels when fsx runs more than one kind."""
+    kernels = f" --kernels {row['kernels']}" if row["engine"] == "fsx" else ""
+    return f"{row['engine']} ({row['dtype']}{kernels})"
 
 
 def _spread(d: dict) -> str:

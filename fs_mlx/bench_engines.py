@@ -11,7 +11,7 @@ needs (parameter bytes as held in memory, KV-cache shape and dtype); bench.py do
 arithmetic. mlx-lm reads directories only, so a .gguf is exported for it once
 (`export_gguf`).
 
-    python -m fs_mlx.bench_engines      # the worker: one mlx-lm engine, driven on stdin
+    python -m fs_mlx.bench_engines      # the worker: one engine, driven on stdin
 """
 
 from __future__ import annotations
@@ -160,14 +160,15 @@ class MlxLmEngine:
 class WorkerEngine:
     """The parent's handle on an engine that lives in a sibling process (JSON lines)."""
 
-    def __init__(self, name: str, model: str, dtype: str | None):
-        self.name = name
-        self.kernels = "mlx"
+    def __init__(self, name: str, kernels: str, load: dict):
+        """load: what the worker builds — {"engine": "mlx-lm", "model", "dtype"} or
+        {"engine": "fsx", "model", "kernels", "quantize", "dtype"}."""
+        self.name, self.kernels = name, kernels
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block it
         self.proc = subprocess.Popen([sys.executable, "-m", "fs_mlx.bench_engines"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, bufsize=1)
-        self._call({"op": "load", "model": model, "dtype": dtype})
+        self.kernels = self._call({"op": "load", **load}).get("kernels", kernels)
 
     def _call(self, request: dict) -> dict:
         try:
@@ -207,14 +208,19 @@ class WorkerEngine:
 
 
 def worker_main() -> None:
-    """The sibling process: one engine, driven by JSON lines on stdin."""
+    """The sibling process: one engine (mlx-lm, or fsx with other kernels), driven by
+    JSON lines on stdin."""
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything mlx-lm prints goes to stderr, never into the protocol
     engine = None
     for line in sys.stdin:
         req = json.loads(line)
         try:
-            if req["op"] == "load":
+            if req["op"] == "load" and req["engine"] == "fsx":
+                quantize = tuple(req["quantize"]) if req.get("quantize") else None
+                engine = FsxEngine(req["model"], req["kernels"], quantize, req.get("dtype"))
+                reply = {"ok": True, "kernels": engine.kernels}
+            elif req["op"] == "load":
                 engine = MlxLmEngine(req["model"], req.get("dtype"))
                 reply = {"ok": True}
             elif req["op"] == "run":

@@ -197,6 +197,18 @@ def test_bad_options_fail_with_one_clear_line(model_dir, args, message):
     assert message in r.stderr and "Traceback" not in r.output
 
 
+def test_several_kernels_each_in_its_own_process(model_dir):
+    """--kernels mlx,msl: the second fsx runs in a sibling process, so both peaks are one model's."""
+    if "msl" not in __import__("fs_mlx.ops", fromlist=["KERNEL_CHOICES"]).KERNEL_CHOICES:
+        pytest.skip("no msl kernels in this checkout")
+    pytest.importorskip("ziglang")  # the MSL executor compiles the kernels with clang
+    rep = bench_json(model_dir, "-p", "6", "-g", "3", "-r", "1", "--no-warmup", "--kernels", "mlx,msl")
+    a, b = rep["results"]
+    assert (a["kernels"], b["kernels"]) == ("mlx", "msl") and a["engine"] == b["engine"] == "fsx"
+    assert b["peak_memory_gb"] < 1.5 * a["peak_memory_gb"]  # not two models' weights
+    assert b["ratio"]["generation_tps"] == pytest.approx(a["generation_tps"] / b["generation_tps"])
+
+
 @pytest.mark.skipif(mx.metal.is_available(), reason="Metal is available here")
 def test_metal_kernels_without_metal(model_dir):
     r = run_cli(model_dir, "--kernels", "mlx,metal", "-r", "1")
