@@ -149,6 +149,11 @@ class Settings:
                 raise FsxError(f"--contexts must increase: {','.join(map(str, self.contexts))}")
             if self.contexts[0] < 1:
                 raise FsxError("--contexts must be positive token counts")
+            for a, b in zip(self.contexts, self.contexts[1:]):  # each step continues the cache
+                if b <= a + self.gen_tokens:
+                    raise FsxError(f"--contexts: {b} is not beyond the previous step's depth "
+                                   f"({a + self.gen_tokens}: its context plus {self.gen_tokens} "
+                                   "generated tokens)")
         return self
 
 
