@@ -64,7 +64,12 @@ def quantized_matmul(layer: nn.Module, x: mx.array) -> mx.array:
     if rows >= CPU_DENSE_ROWS and mx.default_device() == mx.cpu:
         w = mx.dequantize(layer.weight, layer.scales, layer.biases,
                           group_size=layer.group_size, bits=layer.bits)  # [out, in]
-        return ops.linear(x, w.astype(x.dtype))
+        y = ops.linear(x, w.astype(x.dtype))
+        # Compute now, so the float copy of w is freed before the next layer's is
+        # made: left lazy, MLX materialises several layers' copies at once
+        # (measured: +10-24 % peak memory over mlx-lm on quantized models).
+        mx.eval(y)
+        return y
     # On the CPU backend x and the scales are fp32: with bf16 activations
     # mx.quantized_matmul accumulates in bf16 (5-8 % off) and is ~10x slower.
     return ops.quantized_matmul(
