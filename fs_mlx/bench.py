@@ -36,6 +36,7 @@ from typing import Callable
 import mlx.core as mx
 
 from .errors import FsxError
+from .files import write_atomic
 
 # --- memory bandwidth ---------------------------------------------------------------
 
@@ -458,16 +459,6 @@ def _x(v: float | None) -> str:
 
 
 def write_json(path: str, obj: dict) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    tmp = f"{path}.partial-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise FsxError(f"cannot write {path}: {e.strerror}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """The report as indented JSON, written atomically (never a half-written file)."""
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 

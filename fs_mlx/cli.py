@@ -175,7 +175,11 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
         raise FsxError("the text tokenizes to no tokens")
     values = logits_for(lm, tokens)  # np.float32 [T, vocab]
     if out:
-        save_npy_atomic(out, values)
+        import numpy as np
+
+        from .files import write_atomic
+
+        write_atomic(out, lambda f: np.save(f, values))
         click.echo(f"wrote {out}: float32 {list(values.shape)}", err=True)
     click.echo(top_k_report(lm.tokenizer, tokens, values[-1], top))
 
@@ -385,20 +389,6 @@ def msl_demo(args: tuple[str, ...]) -> None:
             raise FsxError("see `fsx msl-demo --help` for the options") from None
 
 
-def save_npy_atomic(path: str, array) -> None:
-    """Write to a temporary file, then rename: an interrupted write leaves no half file."""
-    import numpy as np
-
-    tmp = f"{path}.partial-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise FsxError(f"cannot write {path}: {e.strerror}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 if __name__ == "__main__":
