@@ -305,6 +305,8 @@ def generate(model: str, prompt: str, raw: bool, max_tokens: int, ignore_eos: bo
         printer.end()
         click.echo()
         click.echo(f"[{final.stats.line()} | finish: {final.finish_reason}]", err=True)
+    if final.finish_reason == "interrupted":  # Ctrl-C: the partial reply is out; say so to scripts
+        sys.exit(130)
 
 
 # --- run --------------------------------------------------------------------------

@@ -112,3 +112,18 @@ def test_default_model_answers_paris():
     child.sendline("/exit")
     child.expect(pexpect.EOF)
     assert "Traceback" not in log.text
+
+
+def test_generate_ctrl_c_keeps_the_partial_reply_and_exits_130(tiny_dir):
+    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.cli", "generate", str(tiny_dir), "-p", "hi",
+                                           "-n", "3000", "--ignore-eos"], encoding="utf-8", timeout=60)
+    child.logfile_read = log = LogBuffer()
+    child.expect_exact("loaded in")
+    child.expect(r"\S", timeout=30)
+    time.sleep(0.5)  # mid-reply
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert re.search(r"generated \d+ tok .*\| finish: interrupted\]", log.text)
+    assert "Traceback" not in log.text
