@@ -61,7 +61,8 @@ CPU_DENSE_ROWS = 8
 def quantized_matmul(layer: nn.Module, x: mx.array) -> mx.array:
     """x [..., in] @ dequant(layer.weight).T -> [..., out]."""
     rows = x.size // x.shape[-1]
-    if rows >= CPU_DENSE_ROWS and mx.default_device() == mx.cpu:
+    # (Only for MLX's own ops: with --kernels metal/msl the hand-written qmm runs.)
+    if rows >= CPU_DENSE_ROWS and mx.default_device() == mx.cpu and ops.kernels_in_use() == "mlx":
         w = mx.dequantize(layer.weight, layer.scales, layer.biases,
                           group_size=layer.group_size, bits=layer.bits)  # [out, in]
         y = ops.linear(x, w.astype(x.dtype))
