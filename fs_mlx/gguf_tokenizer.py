@@ -4,8 +4,10 @@ A GGUF carries no tokenizer.json: the vocabulary (`tokenizer.ggml.tokens`),
 the BPE merges, each token's type (normal, control, user-defined), the special
 ids and the name of the pre-tokenizer (`tokenizer.ggml.pre`) are metadata.
 From them we build the same object tokenizer.json would give: byte-level BPE,
-the split regex of the original model, special tokens matched whole. Only
-byte-level BPE ("gpt2") files are supported; see docs/gguf.md.
+the split regex of the original model, special tokens matched whole. Two kinds
+of vocabulary are supported (docs/gguf.md): byte-level BPE ("gpt2": Qwen,
+SmolLM, Llama 3) and SentencePiece BPE ("llama": TinyLlama, Llama 2, Mistral
+7B v0.1), the latter built as transformers' GGUF loader builds it.
 """
 
 from __future__ import annotations
@@ -35,33 +37,142 @@ PRE_TOKENIZERS = {
     "llama-bpe": _LLAMA3, "llama3": _LLAMA3, "llama-v3": _LLAMA3,
 }
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
+MODELS = ("gpt2", "llama")  # tokenizer.ggml.model: byte-level BPE, SentencePiece BPE
+# Architectures whose SentencePiece vocabulary transformers builds its own way (Gemma respells
+# space tokens and orders merges by position; Phi-3 prefixes with a normalizer): refused.
+_OWN_SENTENCEPIECE = ("gemma", "gemma2", "gemma3", "phi3")
 
 
 def build_tokenizer(header: GGUFHeader):
-    """fs_mlx Tokenizer from `tokenizer.ggml.*` (byte-level BPE only)."""
-    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers import Tokenizer as HFTokenizer
+    """fs_mlx Tokenizer from `tokenizer.ggml.*` (byte-level BPE or SentencePiece BPE)."""
+    from tokenizers import AddedToken
 
     from .tokenizer import Tokenizer
 
     m, where = header.metadata, header.path
     kind = m.get("tokenizer.ggml.model")
-    if kind != "gpt2":
+    if kind not in MODELS:
         raise FsxError(
             f"{where}: unsupported GGUF tokenizer model {kind!r}; fs-mlx builds byte-level "
-            "BPE ('gpt2') tokenizers from GGUF metadata"
+            "BPE ('gpt2') and SentencePiece BPE ('llama') tokenizers from GGUF metadata"
         )
+    tokens = m.get("tokenizer.ggml.tokens")
+    if not tokens:
+        raise FsxError(f"{where}: GGUF metadata lacks tokenizer.ggml.tokens")
+    types = m.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    arch = m.get("general.architecture")
+    if kind == "llama" and arch in _OWN_SENTENCEPIECE:
+        raise FsxError(f"{where}: the SentencePiece vocabulary of a {arch!r} GGUF needs {arch}-specific "
+                       "handling that fs-mlx does not have")
+    if kind == "llama":
+        backend, spelled = _sentencepiece(m, tokens, where), None
+    else:
+        backend, spelled = _byte_level(m, tokens, where)
+
+    # Control tokens (<|im_start|>, <s>) are special: matched whole, skipped when decoding
+    # with skip_special_tokens. User-defined ones (<think>) are matched whole too.
+    backend.add_special_tokens([
+        AddedToken(t, special=True, normalized=False)
+        for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL and set(t) <= spelled
+    ] if kind == "gpt2" else [
+        # transformers' LlamaTokenizer also makes its unk token special: "<unk>" in text is one token.
+        AddedToken(t, special=True, normalized=False)
+        for i, (t, ty) in enumerate(zip(tokens, types))
+        if ty == TOKEN_CONTROL or i == _token_id(m, "unknown_token_id", len(tokens))
+    ])
+    vocab = backend.get_vocab(with_added_tokens=False)
+    backend.add_tokens([
+        AddedToken(t, special=False, normalized=False)
+        for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED and t in vocab
+    ])
+
+    bos = _token_id(m, "bos_token_id", len(tokens))
+    add_bos = m.get("tokenizer.ggml.add_bos_token")
+    if add_bos is None:  # old SentencePiece files say nothing: llama.cpp (and transformers) add BOS
+        add_bos = kind == "llama"
+    if add_bos and bos is not None:
+        from tokenizers import processors
+
+        b = tokens[bos]  # pairs: transformers' LlamaTokenizer puts a BOS before each part
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{b} $A", pair=f"{b} $A {b}:1 $B:1" if kind == "llama" else f"{b} $A $B",
+            special_tokens=[(b, bos)]
+        )
+    eos = sorted({i for k in ("eos_token_id", "eot_token_id", "eom_token_id")
+                  if (i := _token_id(m, k, len(tokens))) is not None})
+    special = {name: tokens[i] for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                                                ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id"))
+               if (i := _token_id(m, key, len(tokens))) is not None}
+    return Tokenizer(backend=backend, eos_token_ids=eos, bos_token_id=bos,
+                     chat_template=m.get("tokenizer.chat_template"), special_tokens=special)
+
+
+def _token_id(m: dict, key: str, n: int) -> int | None:
+    i = m.get(f"tokenizer.ggml.{key}")
+    return int(i) if i is not None and 0 <= int(i) < n else None
+
+
+def _sentencepiece(m: dict, tokens: list[str], where):
+    """SentencePiece BPE ("llama"), as transformers' GGUF loader builds it (a LlamaTokenizer).
+
+    The file has tokens and scores but no merges: BPE merges are recovered from the
+    scores (`_merges_from_scores`). Pieces spell a space as "▁"; a character with no
+    piece falls back to its UTF-8 bytes, the `<0xNN>` tokens (byte_fallback). Text gets
+    "▁" for each space and one in front (Metaspace, prepend only at the start, unless
+    `tokenizer.ggml.add_space_prefix` is false); decoding undoes both.
+    """
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    scores = m.get("tokenizer.ggml.scores")
+    if scores is None or len(scores) != len(tokens):
+        raise FsxError(f"{where}: GGUF SentencePiece vocabulary lacks tokenizer.ggml.scores")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = ([tuple(x.split(" ", 1)) for x in m["tokenizer.ggml.merges"]] if m.get("tokenizer.ggml.merges")
+              else _merges_from_scores(vocab, dict(zip(tokens, (float(s) for s in scores)))))
+    # No unk_token on the model, as in transformers (a character with neither a piece nor
+    # byte tokens is dropped); fuse_unk and byte_fallback as in its LlamaTokenizer.
+    backend = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=True, byte_fallback=True))
+    prefix = bool(m.get("tokenizer.ggml.add_space_prefix", True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme="first" if prefix else "never", split=False)
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if prefix:  # drop the space the prefix "▁" decodes to
+        steps.append(decoders.Strip(content=" ", left=1))
+    backend.decoder = decoders.Sequence(steps)
+    return backend
+
+
+def _merges_from_scores(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
+    """BPE merges a SentencePiece vocabulary implies (transformers' `generate_merges`).
+
+    Every way to cut a piece into two pieces of the vocabulary is a merge; a piece
+    with a higher score was learned earlier, so its merges rank first (ties: longer
+    left, then longer right part; then file order).
+    """
+    merges = []
+    for piece, score in scores.items():
+        cuts = [(piece[:k], piece[k:], score) for k in range(1, len(piece))
+                if piece[:k] in vocab and piece[k:] in vocab]
+        merges += sorted(cuts, key=lambda c: (vocab[c[0]], vocab[c[1]]))
+    merges.sort(key=lambda c: (c[2], len(c[0]), len(c[1])), reverse=True)
+    return [(a, b) for a, b, _ in merges]
+
+
+def _byte_level(m: dict, tokens: list[str], where):
+    """Byte-level BPE ("gpt2"): the backend and the byte alphabet its tokens are spelled in."""
+    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
     pre = m.get("tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         raise FsxError(
             f"{where}: unsupported GGUF pre-tokenizer {pre!r}; supported: "
             f"{', '.join(sorted(PRE_TOKENIZERS))}"
         )
-    tokens = m.get("tokenizer.ggml.tokens")
     merges = m.get("tokenizer.ggml.merges")
-    if not tokens or merges is None:
-        raise FsxError(f"{where}: GGUF metadata lacks tokenizer.ggml.tokens/merges")
-    types = m.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    if merges is None:
+        raise FsxError(f"{where}: GGUF metadata lacks tokenizer.ggml.merges")
 
     spelling = _bytes_to_unicode()  # byte-level BPE writes every byte as a printable char
     alphabet = set(spelling.values())
@@ -88,34 +199,7 @@ def build_tokenizer(header: GGUFHeader):
         if pre in ("qwen2", "deepseek-r1-qwen"):
             backend.normalizer = normalizers.NFC()  # as in Qwen's tokenizer.json
     backend.decoder = decoders.ByteLevel()
-
-    # Control tokens (<|im_start|>) are special: matched whole, skipped when decoding
-    # with skip_special_tokens. User-defined ones (<think>) are matched whole too.
-    backend.add_special_tokens([
-        AddedToken(t, special=True, normalized=False)
-        for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL and set(t) <= alphabet
-    ])
-    backend.add_tokens([
-        AddedToken(t, special=False, normalized=False)
-        for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED and t in vocab
-    ])
-
-    def token_id(key: str) -> int | None:
-        i = m.get(f"tokenizer.ggml.{key}")
-        return int(i) if i is not None and 0 <= int(i) < len(tokens) else None
-
-    bos = token_id("bos_token_id")
-    if m.get("tokenizer.ggml.add_bos_token") and bos is not None:
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{tokens[bos]} $A", pair=f"{tokens[bos]} $A $B", special_tokens=[(tokens[bos], bos)]
-        )
-    eos = sorted({i for k in ("eos_token_id", "eot_token_id", "eom_token_id")
-                  if (i := token_id(k)) is not None})
-    special = {name: tokens[i] for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
-                                                ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id"))
-               if (i := token_id(key)) is not None}
-    return Tokenizer(backend=backend, eos_token_ids=eos, bos_token_id=bos,
-                     chat_template=m.get("tokenizer.chat_template"), special_tokens=special)
+    return backend, alphabet
 
 
 def _bytes_to_unicode() -> dict[int, str]:

