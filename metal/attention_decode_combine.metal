@@ -16,7 +16,9 @@ int D = o_part_shape[3];
 int splits = o_part_shape[2];
 int d = thread_position_in_grid.x;
 int row = thread_position_in_grid.y;  // b * Hq + h
-const device float* mlr = ml + row * splits * 2;
+// (auto: with B * Hq * splits <= 3, ml has fewer than 8 elements and MLX
+// passes it as `constant`; a `const device float*` would not compile)
+auto mlr = ml + row * splits * 2;
 
 float m_all = NEG_INF;
 for (int s = 0; s < splits; s++) {

@@ -63,10 +63,15 @@ constant constexpr float NEG_INF = -metal::numeric_limits<float>::infinity();
 //     w[n, k] = s[n, k / group_size] * q[n, k] + b[n, k / group_size]
 // ===========================================================================
 
+// Pointers into kernel inputs are template parameters (`P`) in these helpers:
+// MLX passes an input of fewer than 8 elements as `constant`, not `device`
+// (a 4-bit row of K = 32 is 4 words), and a `const device T*` parameter would
+// not compile for it.
+
 // Load VPT consecutive activations into registers as float and return their
 // sum: a group's bias contributes b * sum(x), so it costs one multiply.
-template <typename T, int VPT>
-METAL_FUNC float qload_x(const device T* x, thread float* xv) {
+template <int VPT, typename P>
+METAL_FUNC float qload_x(P x, thread float* xv) {
   float sum = 0.0f;
   for (int i = 0; i < VPT; i++) {
     xv[i] = float(x[i]);
@@ -78,8 +83,8 @@ METAL_FUNC float qload_x(const device T* x, thread float* xv) {
 // sum_i x_i * (s * q_i + b) = s * sum_i x_i * q_i + b * sum_i x_i
 // over VPT values packed in VPT * BITS / 32 consecutive words (all in one group).
 // (MLX pre-scales x by 1/16, 1/256, ... to skip the shifts; we keep them: clearer.)
-template <int BITS, int VPT>
-METAL_FUNC float qdot(const device uint32_t* w, const thread float* xv, float s, float b, float xsum) {
+template <int BITS, int VPT, typename P>
+METAL_FUNC float qdot(P w, const thread float* xv, float s, float b, float xsum) {
   constexpr int PER_WORD = 32 / BITS;
   constexpr uint MASK = (1u << BITS) - 1u;
   float acc = 0.0f;

@@ -38,10 +38,13 @@ uint rr = is_q ? r : r - B * L * Hq;
 uint h = rr % H;
 uint l = (rr / H) % L;
 uint b = rr / (H * L);
-auto src = is_q ? q + b * q_strides[0] + l * q_strides[1] + h * q_strides[2]
-               : k + b * k_strides[0] + l * k_strides[1] + h * k_strides[2];  // q and k share a dtype
+// Offsets into q or k rather than a pointer to either: MLX passes an input of
+// fewer than 8 elements as `constant`, and `is_q ? q + ... : k + ...` between
+// a constant and a device pointer does not compile.
+int64_t so = is_q ? b * q_strides[0] + l * q_strides[1] + h * q_strides[2]
+                  : b * k_strides[0] + l * k_strides[1] + h * k_strides[2];
 int64_t es = is_q ? q_strides[3] : k_strides[3];  // element stride (1 in practice)
-device T* dst = (is_q ? q_out : k_out) + ((size_t(b) * H + h) * L + l) * D;
+device T* dst = (is_q ? q_out : k_out) + ((size_t(b) * H + h) * L + l) * D;  // outputs are device
 
 // RMSNorm over the row: one simd_sum of the lanes' sums of squares
 float inv = 1.0f;
@@ -49,8 +52,8 @@ if (NORM) {
   float acc = 0.0f;
   for (uint u = lane; u < D / 2; u += 32) {
     uint2 e = rope_pair(u, dims, TRADITIONAL);
-    float a = float(src[e.x * es]);
-    float c = float(src[e.y * es]);
+    float a = is_q ? float(q[so + e.x * es]) : float(k[so + e.x * es]);
+    float c = is_q ? float(q[so + e.y * es]) : float(k[so + e.y * es]);
     acc += a * a + c * c;
   }
   inv = metal::precise::rsqrt(simd_sum(acc) / float(D) + eps);
@@ -60,11 +63,11 @@ if (NORM) {
 float p = (float(l) + float(offset[offset_shape[0] == 1 ? 0 : b])) * scale;
 for (uint u = lane; u < D / 2; u += 32) {
   uint2 e = rope_pair(u, dims, TRADITIONAL);
-  float a = float(src[e.x * es]) * inv;
-  float c = float(src[e.y * es]) * inv;
+  float a = (is_q ? float(q[so + e.x * es]) : float(k[so + e.x * es])) * inv;
+  float c = (is_q ? float(q[so + e.y * es]) : float(k[so + e.y * es])) * inv;
   if (NORM) {
-    a *= float(is_q ? q_w[e.x] : k_w[e.x]);
-    c *= float(is_q ? q_w[e.y] : k_w[e.y]);
+    a *= is_q ? float(q_w[e.x]) : float(k_w[e.x]);
+    c *= is_q ? float(q_w[e.y]) : float(k_w[e.y]);
   }
   if (u < dims / 2) {
     float2 ro = rotate(a, c, p * inv_freq[u]);

@@ -70,7 +70,7 @@ for (int k0 = 0; k0 < K; k0 += BK) {
     size_t gi = size_t(wn) * groups_per_row + k0 / group_size;
     float s = float(scales[gi]);
     float b = float(biases[gi]);
-    const device uint32_t* wp = w + size_t(wn) * words_per_row + (k0 + lc) * BITS / 32;
+    auto wp = w + size_t(wn) * words_per_row + (k0 + lc) * BITS / 32;  // device, or constant if tiny
     for (int p = 0; p < 8 * BITS / 32; p++) {
       qdequantize_word<BITS>(wp[p], s, b, ws + lr * LD + lc + p * (32 / BITS));
     }

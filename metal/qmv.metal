@@ -48,14 +48,14 @@ for (int r = 0; r < NACC; r++) {
 }
 
 // Each lane: partial dot products over its chunks of K
-const device T* xm = x + size_t(m) * K;
+auto xm = x + size_t(m) * K;  // (auto: an input may be `constant`, see common.h)
 float acc[NACC];
 for (int r = 0; r < NACC; r++) {
   acc[r] = 0.0f;
 }
 float xv[VPT];
 for (int k = int(lane) * VPT; k < K; k += 32 * VPT) {
-  float xsum = qload_x<T, VPT>(xm + k, xv);
+  float xsum = qload_x<VPT>(xm + k, xv);
   int g = k / group_size;
   for (int r = 0; r < NACC; r++) {
     float s = float(scales[src[r] * groups_per_row + g]);

@@ -137,47 +137,136 @@ def runtime_library() -> Path:
     return out
 
 
-def kernel_library(tu: str, label: str, check_address_spaces: bool = False) -> tuple[Path, bool]:
-    """Compile a kernel translation unit; returns (path, was_cached)."""
+def kernel_library(tu: str, label: str, metal_check: bool = False, instantiation: str = "") -> tuple[Path, bool]:
+    """Compile a kernel translation unit; returns (path, was_cached).
+
+    With `metal_check`, the kernel first passes `check_metal_rules` (once per
+    source: a stamp file beside the cached library remembers it).
+    """
     flags = COMMON_FLAGS + KERNEL_FLAGS
     key = hashlib.sha256((_runtime_digest() + find_compiler()[1] + " ".join(flags) + tu).encode()).hexdigest()[:32]
     out = cache_dir() / f"k-{key}.so"
+    if metal_check:
+        stamp = cache_dir() / f"k-{key}.checked"
+        if not stamp.exists():
+            check_metal_rules(tu, label, instantiation)
+            stamp.touch()
     if out.exists():
         return out, True
-    if check_address_spaces:
-        check_address_space_rules(tu, label)
     _compile_to(out, flags, tu, label, lambda err, src: format_compile_error(err, src, label))
     return out, False
 
 
-def check_address_space_rules(tu: str, label: str) -> None:
-    """A syntax-only pass with device/constant/threadgroup as clang address spaces.
+# What the check pass turns into errors, beyond address spaces (metal_types.h
+# and metal_math.h have the MSL_METAL_CHECK side of the runtime).
+_NO_DOUBLE = "msl_error_Metal_has_no_double_type"
+CHECK_FLAGS = [
+    "-x", "c++", "-std=c++20", "-S", "-emit-llvm", "-O0", "-gline-tables-only", "-nostdinc++",
+    "-fno-sanitize=all", "-Wno-everything",
+    "-Werror=vla-cxx-extension",  # variable-length arrays: Metal has none
+]
+ENTRY_MARK = 'extern "C" __attribute__((visibility("default"))) void msl_entry'
 
-    Catches what Metal's compiler rejects and flat memory would let through:
-    a `device` pointer assigned to a plain (thread) pointer, a write through
-    `constant`, a threadgroup pointer passed where device is expected.
+
+def check_metal_rules(tu: str, label: str, instantiation: str = "") -> None:
+    """A pass with Metal's rules that flat C++ would not enforce.
+
+    Address spaces: device/constant/threadgroup become distinct clang address
+    spaces, so a `const device T*` into an input MLX passes as `constant`
+    (fewer than 8 elements), a device pointer assigned to a plain (thread)
+    one, a write through `constant` or a thread reference bound to device
+    memory fail as they do in Metal's compiler. The kernel is *instantiated*
+    exactly as MLX instantiates it (`template [[host_name]] ... decltype(k<...>)
+    k<...>;`): a template is only checked for the arguments it is used with.
+    Also errors: `double`, variable-length arrays, min/max/clamp of two
+    different scalar types (e.g. size_t and int; Metal's overloads are
+    ambiguous there), recursion and function pointers (from the LLVM IR of
+    the kernel's own functions).
     """
-    tu = "#define MSL_ADDRESS_SPACES 1\n" + tu
-    # The entry point casts raw buffers; only the kernel itself is checked.
-    tu = tu[: tu.rfind('extern "C" __attribute__((visibility("default"))) void msl_entry')]
+    head, _, rest = tu.partition("\n")  # the #include of metal_runtime.h
+    body = rest[: rest.rfind(ENTRY_MARK)]
+    src = ("#define MSL_ADDRESS_SPACES 1\n#define MSL_METAL_CHECK 1\n" + head + "\n"
+           + f"#define double {_NO_DOUBLE}\n" + body)
+    if "<" in instantiation:
+        # MLX: template [[host_name("k")]] [[kernel]] decltype(k<...>) k<...>;
+        src += f"\n#line 1 \"generated\"\ntemplate decltype({instantiation}) {instantiation};\n"
     fd, tmp_src = tempfile.mkstemp(suffix=".cpp", dir=cache_dir())
     with os.fdopen(fd, "w") as f:
-        f.write(tu)
-    tmp_obj = tmp_src[:-4] + ".o"
+        f.write(src)
+    tmp_ll = tmp_src[:-4] + ".ll"
     try:
-        # (zig's driver needs an output file, so -c -O0 rather than -fsyntax-only)
-        args = ["-x", "c++", "-std=c++20", "-c", "-O0", "-nostdinc++", "-w", "-fno-sanitize=all",
-                "-I", str(PKG_DIR), tmp_src, "-o", tmp_obj]
-        proc = _run_compiler(args, label)
+        # (zig's driver needs an output file, so -S rather than -fsyntax-only)
+        proc = _run_compiler(CHECK_FLAGS + ["-I", str(PKG_DIR), tmp_src, "-o", tmp_ll], label)
         if proc.returncode != 0:
+            err = proc.stderr.replace(f"unknown type name '{_NO_DOUBLE}'", "`double`: Metal has no double type")
             raise MslCompileError(
-                "address-space check failed (Metal's compiler would reject this):\n"
-                + format_compile_error(proc.stderr, tu, label)
+                "Metal check failed (Metal's compiler would reject this):\n" + format_compile_error(err, src, label)
             )
+        problem = ir_problems(Path(tmp_ll).read_text())
+        if problem:
+            raise MslCompileError(f"Metal check failed (Metal's compiler would reject this): kernel `{label}`: {problem}")
     finally:
-        os.unlink(tmp_src)
-        if os.path.exists(tmp_obj):
-            os.unlink(tmp_obj)
+        for f in (tmp_src, tmp_ll):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+# Keep the old name: the address-space rules are the heart of the check.
+check_address_space_rules = check_metal_rules
+
+_IR_DEFINE = re.compile(r"^define [^@]*@(\S+?)\(.*!dbg !(\d+)", re.M)
+_IR_SUBPROGRAM = re.compile(r"^!(\d+) = distinct !DISubprogram\((?:name: \"([^\"]*)\", )?.*?file: !(\d+)", re.M)
+_IR_FILE = re.compile(r'^!(\d+) = !DIFile\(filename: "([^"]*)"', re.M)
+_KERNEL_FILES = ("header", "body", "signature", "generated")
+
+
+def ir_problems(ir: str) -> str | None:
+    """Recursion or function pointers among the kernel's own functions.
+
+    Metal has neither (outside function tables): a call graph cycle or an
+    indirect call in a function the kernel's header or body defines is an
+    error. Runtime functions (metal_runtime.h: the executor's own machinery,
+    which calls through the runtime's function table) are not looked at.
+    """
+    files = {m.group(1): m.group(2) for m in _IR_FILE.finditer(ir)}
+    sub_file = {m.group(1): files.get(m.group(3), "") for m in _IR_SUBPROGRAM.finditer(ir)}
+    sub_name = {m.group(1): m.group(2) or "?" for m in _IR_SUBPROGRAM.finditer(ir)}
+    funcs: dict[str, tuple[str, str]] = {}  # mangled -> (readable name, body text)
+    for m in _IR_DEFINE.finditer(ir):
+        if sub_file.get(m.group(2)) not in _KERNEL_FILES:
+            continue
+        end = ir.find("\n}\n", m.end())
+        funcs[m.group(1)] = (sub_name.get(m.group(2), m.group(1)), ir[m.end() : end])
+    calls: dict[str, set[str]] = {}
+    for name, (readable, text) in funcs.items():
+        if re.search(r"\b(?:call|invoke)\b[^@%\n]*%[\w.]+\(", text):
+            return f"`{readable}` calls through a function pointer (Metal has no function pointers)"
+        callees = set(re.findall(r"\b(?:call|invoke)\b[^@\n]*@([\w.$]+)\(", text))
+        for m in re.finditer(r"@([\w.$]+)", text):
+            if m.group(1) in funcs and m.group(1) not in callees:
+                return f"`{readable}` takes the address of `{funcs[m.group(1)][0]}` (Metal has no function pointers)"
+        calls[name] = callees & funcs.keys()
+    # A cycle in the call graph (depth-first search with colours)
+    state: dict[str, int] = {}
+
+    def visit(f: str) -> str | None:
+        state[f] = 1
+        for g in calls.get(f, ()):
+            if state.get(g) == 1:
+                return g
+            if g not in state:
+                r = visit(g)
+                if r:
+                    return r
+        state[f] = 2
+        return None
+
+    for f in funcs:
+        if f not in state:
+            g = visit(f)
+            if g:
+                return f"`{funcs[g][0]}` is recursive (Metal does not allow recursion)"
+    return None
 
 
 _DIAG = re.compile(r"^(?:.*?[/\\])?(header|body|signature|generated|\w+\.h):(\d+):(\d+): (error|note|warning): (.*)$")

@@ -33,7 +33,10 @@ class Settings:
     seed: int = 0  # for order="random"
     strict: bool = False  # report divergent threadgroup barriers
     watchdog_s: float = 20.0  # a launch running longer is stopped (spin-waits hang fibers)
-    address_space_check: bool = False  # extra clang pass: Metal's address-space rules
+    # The Metal check: an extra clang pass per new kernel source with Metal's
+    # address spaces and rules (compiler.check_metal_rules). On by default:
+    # a kernel Metal's compiler would reject should not run here either.
+    address_space_check: bool = True
     stack_kb: int = 64  # stack of each Metal thread
 
 
@@ -44,7 +47,7 @@ def _env_settings() -> Settings:
         seed=int(e.get("FSX_MSL_SEED", "0")),
         strict=e.get("FSX_MSL_STRICT", "0") not in ("", "0", "false"),
         watchdog_s=float(e.get("FSX_MSL_WATCHDOG", "20")),
-        address_space_check=e.get("FSX_MSL_ASCHECK", "0") not in ("", "0", "false"),
+        address_space_check=e.get("FSX_MSL_ASCHECK", "1") not in ("", "0", "false"),
         stack_kb=int(e.get("FSX_MSL_STACK_KB", "64")),
     )
 
@@ -190,15 +193,25 @@ def _get_runtime() -> _Runtime:
 
 
 _loaded: dict[str, ctypes.CDLL] = {}
+_checked: set[str] = set()  # translation units that passed the Metal check in this process
 
 
-def _load_kernel(tu: str, label: str) -> tuple[ctypes.CDLL, bool]:
-    """dlopen a compiled kernel (compiling it if not cached); memoized per TU."""
+def _load_kernel(tu: str, label: str, instantiation: str = "") -> tuple[ctypes.CDLL, bool]:
+    """dlopen a compiled kernel (compiling it if not cached); memoized per TU.
+
+    `instantiation` (`name<args>` for a templated kernel) is what the Metal
+    check instantiates, as MLX's `template [[host_name]]` line does.
+    """
+    check = _settings.address_space_check and tu not in _checked
     lib = _loaded.get(tu)
-    if lib is not None:
+    if lib is not None and not check:
         return lib, True
     rt = _get_runtime()
-    path, cached = compiler.kernel_library(tu, label, _settings.address_space_check)
+    path, cached = compiler.kernel_library(tu, label, check, instantiation)
+    if check:
+        _checked.add(tu)
+    if lib is not None:
+        return lib, True
     lib = ctypes.CDLL(str(path))
     lib.msl_bind.argtypes = [ctypes.c_void_p]
     lib.msl_bind(rt.api)
@@ -318,7 +331,7 @@ class MetalKernel:
         if verbose:
             print(f"Generated source code for `{self.name}`:\n```\n{full}\n```")
         mx.eval(inputs)
-        lib, cached = _load_kernel(tu, kname)
+        lib, cached = _load_kernel(tu, kname, kname + (signature.write_template(template) if template else ""))
         self.last_compile_cached = cached
         return _launch(lib, params, inputs, output_shapes, output_dtypes, grid, tg, init_value,
                        self.ensure_row_contiguous, self.input_names, self.output_names, self.direct)

@@ -111,7 +111,20 @@ template <class T> MSL_INLINE T abs(T x) {
     return msl_abs1(x);
   }
 }
+#ifdef MSL_METAL_CHECK
+// Metal overloads min/max/clamp per type: two different scalar types (size_t
+// and int, uint and int, half and float) are an ambiguous call there. A
+// vector may meet a scalar of its own element type.
+template <class A, class B> constexpr bool msl_same_elem =
+    __is_same(typename vec_traits<__remove_cvref(A)>::elem, typename vec_traits<__remove_cvref(B)>::elem);
+#define MSL_SAME_TYPES(A, B)                                                   \
+  static_assert(msl_same_elem<A, B>, "Metal: min/max/clamp of two different types (e.g. size_t and int) "\
+                "is ambiguous; cast one argument")
+#else
+#define MSL_SAME_TYPES(A, B)
+#endif
 template <class A, class B> MSL_INLINE auto max(A a, B b) {
+  MSL_SAME_TYPES(A, B);
   typedef decltype(a + b) R;
   R x = a, y = b, r;
   if constexpr (is_vector_v<R>) {
@@ -122,6 +135,7 @@ template <class A, class B> MSL_INLINE auto max(A a, B b) {
   return r;
 }
 template <class A, class B> MSL_INLINE auto min(A a, B b) {
+  MSL_SAME_TYPES(A, B);
   typedef decltype(a + b) R;
   R x = a, y = b, r;
   if constexpr (is_vector_v<R>) {

@@ -15,6 +15,22 @@
 #pragma once
 #include "metal_sync.h"
 
+// ------------------------------------------------------------ address spaces
+// Metal's address spaces are all one flat memory here; the Metal check
+// (compiler.py: check_metal_rules) maps them to clang address spaces.
+#ifndef MSL_ADDRESS_SPACES
+#define device
+#define constant
+#define thread
+#define threadgroup
+#else
+#define device __attribute__((address_space(1)))
+#define constant __attribute__((address_space(2)))
+#define threadgroup __attribute__((address_space(3)))
+#define thread
+#endif
+#define threadgroup_imageblock
+
 // ------------------------------------------------ the parts of MLX's utils.h
 #define METAL_FUNC inline __attribute__((always_inline))
 #define MLX_MTL_CONST static constant constexpr const
@@ -39,7 +55,7 @@ MSL_FLOAT_LIMIT(half)
 MSL_FLOAT_LIMIT(bfloat)
 
 template <typename IdxT = int64_t, typename E, typename S>
-METAL_FUNC IdxT elem_to_loc(E elem, const int* shape, const S* strides, int ndim) {
+METAL_FUNC IdxT elem_to_loc(E elem, const constant int* shape, const constant S* strides, int ndim) {
   IdxT loc = 0;
   IdxT e = IdxT(elem);
   for (int i = ndim - 1; i >= 0 && e > 0; --i) {
@@ -49,7 +65,7 @@ METAL_FUNC IdxT elem_to_loc(E elem, const int* shape, const S* strides, int ndim
   return loc;
 }
 template <typename IdxT = int64_t, typename S>
-METAL_FUNC IdxT elem_to_loc(metal::uint3 elem, const int* shape, const S* strides, int ndim) {
+METAL_FUNC IdxT elem_to_loc(metal::uint3 elem, const constant int* shape, const constant S* strides, int ndim) {
   IdxT loc = IdxT(elem.x) * IdxT(strides[ndim - 1]) + IdxT(elem.y) * IdxT(strides[ndim - 2]);
   for (int d = ndim - 3; d >= 0; --d) {
     loc += IdxT(elem.z % shape[d]) * IdxT(strides[d]);
@@ -58,10 +74,10 @@ METAL_FUNC IdxT elem_to_loc(metal::uint3 elem, const int* shape, const S* stride
   return loc;
 }
 template <typename S> METAL_FUNC int64_t elem_to_loc_1(uint elem, S stride) { return int64_t(elem) * int64_t(stride); }
-template <typename S> METAL_FUNC int64_t elem_to_loc_2(metal::uint2 elem, const S* strides) {
+template <typename S> METAL_FUNC int64_t elem_to_loc_2(metal::uint2 elem, const constant S* strides) {
   return int64_t(elem.x) * int64_t(strides[1]) + int64_t(elem.y) * int64_t(strides[0]);
 }
-template <typename S> METAL_FUNC int64_t elem_to_loc_3(metal::uint3 elem, const S* strides) {
+template <typename S> METAL_FUNC int64_t elem_to_loc_3(metal::uint3 elem, const constant S* strides) {
   return int64_t(elem.x) * int64_t(strides[2]) + int64_t(elem.y) * int64_t(strides[1]) +
          int64_t(elem.z) * int64_t(strides[0]);
 }
@@ -108,21 +124,6 @@ MSL_INLINE metal::uint3 msl_u3(const unsigned* a) { return metal::uint3{a[0], a[
 
 using namespace metal;
 
-// -------------------------------------------- address spaces and constructors
-// Metal's address spaces are all one flat memory here (the optional
-// address-space check maps them to clang address spaces instead).
-#ifndef MSL_ADDRESS_SPACES
-#define device
-#define constant
-#define thread
-#define threadgroup
-#else
-#define device __attribute__((address_space(1)))
-#define constant __attribute__((address_space(2)))
-#define threadgroup __attribute__((address_space(3)))
-#define thread
-#endif
-#define threadgroup_imageblock
 
 // float4(a, b, c, d) is a functional cast with several arguments, which C++
 // has no meaning for: function-like macros turn each constructor into

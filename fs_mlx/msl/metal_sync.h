@@ -21,7 +21,7 @@ enum memory_order {
 };
 // Fibers of one launch run on one OS thread and switch only at barriers and
 // SIMD-group functions, so a plain read-modify-write is atomic here.
-template <class T> struct atomic { T __v; };
+template <class T> struct atomic { typedef T value_type; T __v; };
 typedef atomic<int> atomic_int;
 typedef atomic<uint> atomic_uint;
 typedef atomic<float> atomic_float;
@@ -29,15 +29,17 @@ typedef atomic<bool> atomic_bool;
 typedef atomic<ulong> atomic_ulong;
 typedef atomic<long> atomic_long;
 
+// `A` is atomic<T> as the kernel holds it: in the Metal check it carries its
+// address space (device or threadgroup), which a pattern `atomic<T>*` would
+// not match.
 #define MSL_ATOMIC_RMW(name, expr)                                               \
-  template <class T, class U> MSL_INLINE T name(volatile atomic<T>* o, U val, memory_order = memory_order_relaxed) { \
+  template <class A, class U>                                                    \
+  MSL_INLINE typename A::value_type name(volatile A* o, U val, memory_order = memory_order_relaxed) { \
+    typedef typename A::value_type T;                                            \
     T old = o->__v;                                                              \
     T v = T(val);                                                                \
     o->__v = (expr);                                                             \
     return old;                                                                  \
-  }                                                                              \
-  template <class T, class U> MSL_INLINE T name(atomic<T>* o, U val, memory_order mo = memory_order_relaxed) { \
-    return name((volatile atomic<T>*)o, val, mo);                                \
   }
 MSL_ATOMIC_RMW(atomic_fetch_add_explicit, T(old + v))
 MSL_ATOMIC_RMW(atomic_fetch_sub_explicit, T(old - v))
@@ -47,18 +49,25 @@ MSL_ATOMIC_RMW(atomic_fetch_xor_explicit, T(old ^ v))
 MSL_ATOMIC_RMW(atomic_fetch_max_explicit, (v > old ? v : old))
 MSL_ATOMIC_RMW(atomic_fetch_min_explicit, (v < old ? v : old))
 MSL_ATOMIC_RMW(atomic_exchange_explicit, v)
-template <class T> MSL_INLINE T atomic_load_explicit(const volatile atomic<T>* o, memory_order = memory_order_relaxed) { return o->__v; }
-template <class T, class U> MSL_INLINE void atomic_store_explicit(volatile atomic<T>* o, U v, memory_order = memory_order_relaxed) { o->__v = T(v); }
-template <class T, class U>
-MSL_INLINE bool atomic_compare_exchange_weak_explicit(volatile atomic<T>* o, T* expected, U desired,
+template <class A>
+MSL_INLINE typename A::value_type atomic_load_explicit(const volatile A* o, memory_order = memory_order_relaxed) {
+  return o->__v;
+}
+template <class A, class U>
+MSL_INLINE void atomic_store_explicit(volatile A* o, U v, memory_order = memory_order_relaxed) {
+  o->__v = typename A::value_type(v);
+}
+template <class A, class E, class U>
+MSL_INLINE bool atomic_compare_exchange_weak_explicit(volatile A* o, E* expected, U desired,
                                                       memory_order = memory_order_relaxed,
                                                       memory_order = memory_order_relaxed) {
+  typedef typename A::value_type T;
   if (o->__v == *expected) { o->__v = T(desired); return true; }
   *expected = o->__v;
   return false;
 }
-template <class T, class U>
-MSL_INLINE bool atomic_compare_exchange_strong_explicit(volatile atomic<T>* o, T* expected, U desired,
+template <class A, class E, class U>
+MSL_INLINE bool atomic_compare_exchange_strong_explicit(volatile A* o, E* expected, U desired,
                                                         memory_order a = memory_order_relaxed,
                                                         memory_order b = memory_order_relaxed) {
   return atomic_compare_exchange_weak_explicit(o, expected, desired, a, b);

@@ -6,7 +6,13 @@
 // true lane and Metal's give true. Part of metal_runtime.h.
 #pragma once
 
+#ifndef MSL_METAL_CHECK
 #define MSL_INLINE inline __attribute__((always_inline))
+#else
+// The Metal check (compiler.py: check_metal_rules) reads the IR of the
+// kernel's own functions: runtime functions stay out of them.
+#define MSL_INLINE inline __attribute__((noinline))
+#endif
 
 // ------------------------------------------------------------------ scalars
 typedef __INT8_TYPE__ int8_t;
