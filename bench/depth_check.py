@@ -19,8 +19,8 @@ import mlx_lm
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
-from fs_mlx.generate import PromptCache, stream_generate
-from fs_mlx.loading import load
+from fs_mlx.generation.generate import PromptCache, stream_generate
+from fs_mlx.loader import load
 
 
 def main() -> None:

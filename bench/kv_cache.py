@@ -15,8 +15,8 @@ import time
 import fs_mlx  # noqa: F401  first: preloads the system OpenBLAS before mlx.core (see docs/quantization.md)
 import mlx.core as mx
 import numpy as np
-from fs_mlx.generate import generate
-from fs_mlx.loading import load
+from fs_mlx.generation.generate import generate
+from fs_mlx.loader import load
 
 
 def uncached_greedy(model, prompt: list[int], n: int) -> tuple[list[int], float]:

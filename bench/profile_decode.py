@@ -24,8 +24,8 @@ from collections import defaultdict
 import mlx.core as mx
 
 from fs_mlx import ops
-from fs_mlx.generate import PromptCache, prefill
-from fs_mlx.loading import load
+from fs_mlx.generation.generate import PromptCache, prefill
+from fs_mlx.loader import load
 
 
 class TimedImpl:

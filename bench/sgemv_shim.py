@@ -43,8 +43,8 @@ for shape in [(151936, 1024), (3072, 1024)]:
     out[f"{shape[0]}x{shape[1]}"] = min(t) * 1e3
     out[f"check {shape[0]}x{shape[1]}"] = float(y.sum())
 if len(sys.argv) > 1:
-    from fs_mlx.generate import PromptCache, prefill
-    from fs_mlx.loading import load
+    from fs_mlx.generation.generate import PromptCache, prefill
+    from fs_mlx.loader import load
     lm = load(sys.argv[1]); c = PromptCache(lm.model)
     y = mx.argmax(prefill(lm.model, list(range(1, 33)), c.layers), axis=-1)
     toks, t = [], []

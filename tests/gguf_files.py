@@ -14,10 +14,10 @@ from pathlib import Path
 
 import gguf as ggufpy
 import numpy as np
-from mlx.utils import tree_flatten
 
 from checkpoints import random_model, tiny_tokenizer
-from fs_mlx import gguf
+from fs_mlx.model.fuse import stored_weights
+from fs_mlx.formats import gguf
 
 Q = ggufpy.GGMLQuantizationType
 
@@ -59,15 +59,15 @@ def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gp
     else:
         _add_byte_level_tokenizer(w, c, tok_model, pre)
     if c.rope_scaling:  # Llama 3.1+: llama.cpp stores the per-frequency divisors, not the parameters
-        from fs_mlx.model import _llama3_freqs
+        from fs_mlx.model.rope import llama3_periods
 
         plain = c.rope_theta ** (np.arange(0, c.head_dim, 2) / c.head_dim)
-        periods = np.array(_llama3_freqs(c.head_dim, c.rope_theta, c.rope_scaling))
+        periods = np.array(llama3_periods(c.head_dim, c.rope_theta, c.rope_scaling))
         w.add_tensor("rope_freqs.weight", (periods / plain).astype(np.float32))
     for k, v in (extra_meta or {}).items():
         w.add_string(k, v)
     names = _hf_to_gguf(c)
-    for hf, t in tree_flatten(model.parameters()):
+    for hf, t in stored_weights(model).items():
         name = names[hf]
         if name in skip:
             continue

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from fs_mlx import bench, bench_engines
-from fs_mlx.cli import main
+from fs_mlx.apps.cli import main
 from fs_mlx.errors import FsxError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,8 +241,8 @@ def test_gguf_export_is_the_same_model_in_mlx_lm(tmp_path):
 
     from gguf_files import Q, write_gguf  # test_gguf's GGUF writer (gguf-py)
 
-    from fs_mlx.forward import logits_for
-    from fs_mlx.loading import load
+    from fs_mlx.generation.forward import logits_for
+    from fs_mlx.loader import load
 
     model = random_model(model_type="llama", hidden_size=128, intermediate_size=128, head_dim=32,
                          num_attention_heads=4, num_key_value_heads=2)

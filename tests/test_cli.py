@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fs_mlx.cli import main
-from fs_mlx.forward import logits_for
-from fs_mlx.loading import load
+from fs_mlx.apps.cli import main
+from fs_mlx.generation.forward import logits_for
+from fs_mlx.loader import load
 
 
 def fsx(*args, input=None):
@@ -80,7 +80,7 @@ def test_real_process_exit_status_and_stderr(tiny_dir, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "gpt_neox", "hidden_size": 8}))
-    p = subprocess.run([sys.executable, "-m", "fs_mlx.cli", "inspect", str(bad)],
+    p = subprocess.run([sys.executable, "-m", "fs_mlx.apps.cli", "inspect", str(bad)],
                        capture_output=True, text=True)
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fs_mlx.config import ModelConfig, load_config
+from fs_mlx.model.config import ModelConfig, load_config
 from fs_mlx.errors import FsxError
 
 QWEN3_0_6B = {  # the real Qwen3-0.6B config.json, abridged to what matters

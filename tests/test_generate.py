@@ -5,11 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checkpoints import tiny_tokenizer
-from fs_mlx.detokenizer import StreamingDetokenizer
+from fs_mlx.generation.detokenizer import StreamingDetokenizer
 from fs_mlx.errors import FsxError
-from fs_mlx.generate import PromptCache, _split_stop, generate, stream_generate
-from fs_mlx.loading import load
-from fs_mlx.tokenizer import Tokenizer
+from fs_mlx.generation.generate import PromptCache, _split_stop, generate, stream_generate
+from fs_mlx.loader import load
+from fs_mlx.formats.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,15 @@ from gguf_files import (
     tokenizer_metadata_sha256,
     write_gguf,
 )
-from fs_mlx import gguf
-from fs_mlx.chat import render
-from fs_mlx.cli import main
+from fs_mlx.formats import gguf
+from fs_mlx.generation.chat import render
+from fs_mlx.apps.cli import main
 from fs_mlx.errors import FsxError
-from fs_mlx.forward import logits_for
-from fs_mlx.generate import generate
-from fs_mlx.loading import load, load_tokenizer
-from fs_mlx.quantize import QuantizedEmbedding, QuantizedLinear, quantization_of
+from fs_mlx.generation.forward import logits_for
+from fs_mlx.generation.generate import generate
+from fs_mlx.loader import load, load_tokenizer
+from fs_mlx.model.fuse import stored_weights
+from fs_mlx.model.quantized import QuantizedEmbedding, QuantizedLinear, quantization_of
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "vectors" / "smollm2.json"
 GGUF_TOKENIZERS = GOLDEN.with_name("gguf_tokenizers.json")
@@ -67,12 +68,13 @@ def test_smollm2_config_from_metadata(smol, ref):
         assert getattr(c, k) == pytest.approx(v), k
     assert c.rope_theta == ref["loader"]["rope_parameters"]["rope_theta"]
     assert c.head_dim == 64 and not c.rope_traditional
-    # 210 Q4_1 matrices + the Q8_0 embedding (= tied head) stay quantized, as MLX affine group 32.
+    # 210 Q4_1 matrices + the Q8_0 embedding (= tied head) stay quantized, as MLX affine
+    # group 32; joined at load, each layer's 7 matrices are 4 (qkv, o, gate_up, down).
     q = quantization_of(smol.model)
-    assert len(q) == 211 and q["model.embed_tokens"] == (8, 32)
+    assert len(q) == 30 * 4 + 1 and q["model.embed_tokens"] == (8, 32)
     assert {v for k, v in q.items() if k != "model.embed_tokens"} == {(4, 32)}
     # CPU rule: activations and scales in fp32 (bf16 quantized matmuls accumulate in bf16).
-    assert smol.model.layers[0].mlp.up_proj.scales.dtype == mx.float32
+    assert smol.model.layers[0].mlp.gate_up_proj.proj.scales.dtype == mx.float32
 
 
 def test_smollm2_tokenizer_matches_transformers(smol, ref):
@@ -138,14 +140,16 @@ def test_q4_1_is_mlx_affine_bit_exact(smol):
     """
     reader = ggufpy.GGUFReader(str(smol.path))
     raw = {t.name: t for t in reader.tensors}
-    for name, ours, heads in [("blk.0.attn_q.weight", smol.model.layers[0].self_attn.q_proj, 9),
-                              ("blk.0.attn_k.weight", smol.model.layers[0].self_attn.k_proj, 3),
-                              ("blk.5.ffn_down.weight", smol.model.layers[5].mlp.down_proj, None)]:
+    stored = stored_weights(smol.model)  # the checkpoint's layers again (q_proj, ...)
+    for name, ours, heads in [("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj", 9),
+                              ("blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj", 3),
+                              ("blk.5.ffn_down.weight", "model.layers.5.mlp.down_proj", None)]:
         t = raw[name]
         want = ggufpy.quants.dequantize(t.data, t.tensor_type).astype(np.float32)  # [out, in]
         if heads:
             want = np.array(gguf.unpermute(mx.array(want), heads))
-        got = mx.dequantize(ours.weight, ours.scales, ours.biases, group_size=32, bits=ours.bits)
+        got = mx.dequantize(*(stored[f"{ours}.{p}"] for p in ("weight", "scales", "biases")),
+                            group_size=32, bits=4)
         np.testing.assert_array_equal(np.array(got), want, err_msg=name)
 
 
@@ -162,7 +166,9 @@ def test_unpermute_inverts_llama_cpp_permute():
 
 def gguf_py_reference(path, config):
     """Logits of a float model holding gguf-py's dequantization of every tensor in the file."""
-    from fs_mlx.model import Transformer
+    from fs_mlx.model.backends import MLXBackend
+    from fs_mlx.model.fuse import fuse
+    from fs_mlx.model.transformer import Transformer
 
     weights = []
     for t in ggufpy.GGUFReader(str(path)).tensors:
@@ -175,9 +181,9 @@ def gguf_py_reference(path, config):
         elif config.model_type == "llama" and ".k_proj." in name:
             a = np.array(gguf.unpermute(mx.array(a), config.num_key_value_heads))
         weights.append((name, mx.array(a)))
-    model = Transformer(dataclasses.replace(config, quantization=None))
+    model = Transformer(dataclasses.replace(config, quantization=None), MLXBackend())
     model.load_weights(weights)
-    return np.array(model(mx.array([IDS]))[0])
+    return np.array(fuse(model)(mx.array([IDS]))[0])
 
 
 def dense_reference(model):
@@ -221,11 +227,12 @@ def test_quantized_gguf_types(tmp_path):
     path = write_gguf(tmp_path / "q.gguf", model, types=types, permute=True)
     lm = load(path)
     q = quantization_of(lm.model)
-    assert q["model.layers.0.self_attn.q_proj"] == (8, 32)
-    assert q["model.layers.0.self_attn.k_proj"] == (4, 32)
+    # q, k and v stored as three formats: joined at load as a Concat of the three
+    assert q["model.layers.0.self_attn.qkv_proj.parts.0"] == (8, 32)
+    assert q["model.layers.0.self_attn.qkv_proj.parts.1"] == (4, 32)
     assert q["model.embed_tokens"] == (8, 32) and isinstance(lm.model.model.embed_tokens, QuantizedEmbedding)
-    assert "model.layers.0.mlp.down_proj" not in q and "model.layers.0.mlp.up_proj" not in q
-    assert isinstance(lm.model.layers[1].self_attn.v_proj, QuantizedLinear)
+    assert "model.layers.0.mlp.down_proj" not in q and not any(".gate_up_proj" in k for k in q)
+    assert isinstance(lm.model.layers[1].self_attn.qkv_proj.parts[2], QuantizedLinear)
     # The Q6_K fallback equals llama.cpp's own dequantization (as float16, mx.load's choice).
     reader = ggufpy.GGUFReader(str(path))
     t = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fs_mlx.chat import render
-from fs_mlx.forward import logits_for
-from fs_mlx.generate import generate
-from fs_mlx.loading import load
+from fs_mlx.generation.chat import render
+from fs_mlx.generation.forward import logits_for
+from fs_mlx.generation.generate import generate
+from fs_mlx.loader import load
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 MODELS = ["qwen3-tiny", "llama-tiny", "llama-mha"]

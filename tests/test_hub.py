@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fs_mlx import hub
-from fs_mlx.cli import main
+from fs_mlx.formats import hub
+from fs_mlx.apps.cli import main
 from fs_mlx.errors import FsxError
-from fs_mlx.loading import load
+from fs_mlx.loader import load
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "checkpoints"
 

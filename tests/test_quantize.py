@@ -13,14 +13,15 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from mlx.utils import tree_flatten
 
-from fs_mlx import quantize as q
-from fs_mlx.cli import main
+from fs_mlx.formats import quantize as q
+from fs_mlx.apps.cli import main
 from fs_mlx.errors import FsxError
-from fs_mlx.forward import logits_for
-from fs_mlx.loading import load
-from fs_mlx.model import Embedding, Linear, Transformer
+from fs_mlx.generation.forward import logits_for
+from fs_mlx.loader import load
+from fs_mlx.model import quantized as qz
+from fs_mlx.model.backends import MLXBackend
+from fs_mlx.model.transformer import Embedding, Linear, Transformer
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "checkpoints"
 IDS = [5, 60, 7, 300, 12, 999, 41, 3, 77, 250]
@@ -88,7 +89,7 @@ def test_mixed_precision_checkpoint_with_per_layer_overrides(tmp_path):
     """An mlx-community style file: 4-bit default, one layer 8-bit, one left float, one
     8-bit layer named nowhere in the config (bits read off its shapes, as mlx-lm does)."""
     src = GOLDEN / "qwen3-tiny"
-    model = Transformer(load(src).config)
+    model = Transformer(load(src).config, ops=None)
     tensors = dict(mx.load(str(src / "model.safetensors")))
     qt, block = q.quantize_tensors(model, tensors, 4, 64)
     for path, (bits, group) in {"model.layers.0.mlp.down_proj": (8, 32),
@@ -109,28 +110,30 @@ def test_mixed_precision_checkpoint_with_per_layer_overrides(tmp_path):
     (out / "config.json").write_text(json.dumps({**config, "quantization": block}))
 
     lm = load(out)
-    got = q.quantization_of(lm.model)
+    got = qz.quantization_of(lm.model)
     assert got["model.layers.0.mlp.down_proj"] == (8, 32)
-    assert got["model.layers.2.self_attn.q_proj"] == (8, 64)
-    assert got["model.layers.0.self_attn.q_proj"] == (4, 64)
+    # layer 2: q 8-bit, k and v 4-bit -> joined as a Concat of the three (model/fuse.py)
+    assert got["model.layers.2.self_attn.qkv_proj.parts.0"] == (8, 64)
+    assert got["model.layers.2.self_attn.qkv_proj.parts.1"] == (4, 64)
+    assert got["model.layers.0.self_attn.qkv_proj"] == (4, 64)  # one format: stacked
     assert got["model.embed_tokens"] == (4, 64)  # quantized embedding, used as the tied head
     assert dense not in got and type(lm.model.layers[1].self_attn.o_proj) is Linear
     logits = logits_for(lm, IDS)
     # The same float model, holding dequant(W) in plain layers: 1e-4 (summation order).
-    q.dequantize_model(lm.model)
-    assert q.quantization_of(lm.model) == {}
+    qz.dequantize_model(lm.model)
+    assert qz.quantization_of(lm.model) == {}
     np.testing.assert_allclose(logits_for(lm, IDS), logits, atol=1e-4, rtol=0)
     # and mlx-lm reads the file the same way.
     np.testing.assert_allclose(mlx_lm_logits(out), logits, atol=1e-4, rtol=0)
 
 
 def test_quantized_layers_compute_dequantized_matmuls():
-    lin, emb = Linear(128, 48, bias=True), Embedding(50, 64)
+    lin, emb = Linear(128, 48, True, MLXBackend()), Embedding(50, 64, MLXBackend())
     mx.random.seed(0)
     lin.weight, lin.bias, emb.weight = (mx.random.normal(s) for s in ((48, 128), (48,), (50, 64)))
     x = mx.random.normal((2, 128))
     for bits in (4, 8):
-        ql = q.to_quantized(lin, bits, 32)
+        ql = qz.to_quantized(lin, bits, 32)
         ql.weight, ql.scales, ql.biases = mx.quantize(lin.weight, 32, bits)
         ql.bias = lin.bias
         w = mx.dequantize(ql.weight, ql.scales, ql.biases, group_size=32, bits=bits)
@@ -139,7 +142,7 @@ def test_quantized_layers_compute_dequantized_matmuls():
         # Many rows (a prefill) take the dequantize-then-BLAS path on the CPU: same result.
         xs = mx.random.normal((3, 20, 128))
         np.testing.assert_allclose(np.array(ql(xs)), np.array(xs @ w.T + lin.bias), atol=1e-4)
-        qe = q.to_quantized(emb, bits, 64)
+        qe = qz.to_quantized(emb, bits, 64)
         qe.weight, qe.scales, qe.biases = mx.quantize(emb.weight, 64, bits)
         e = mx.dequantize(qe.weight, qe.scales, qe.biases, group_size=64, bits=bits)
         tokens = mx.array([[3, 49, 0, 3]])
@@ -151,8 +154,8 @@ def test_quantized_layers_compute_dequantized_matmuls():
 def test_cpu_runs_fp32_activations_and_scales():
     # llama-tiny is stored bf16: quantize in bf16 (as mlx-lm does), compute in fp32.
     lm = load(GOLDEN / "llama-tiny", quantize=(4, 32))  # hidden 96: groups of 32
-    layer = lm.model.layers[0].mlp.gate_proj
-    assert isinstance(layer, q.QuantizedLinear) and layer.scales.dtype == mx.float32
+    layer = lm.model.layers[0].mlp.gate_up_proj.proj
+    assert isinstance(layer, qz.QuantizedLinear) and layer.scales.dtype == mx.float32
     assert logits_for(lm, IDS).dtype == np.float32
 
 

@@ -10,7 +10,7 @@ STATS = r"\[prompt (\d+) tok at [\d.]+ tok/s(?: \(\+(\d+) cached\))?"
 
 
 def spawn(model, *args):
-    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.cli", "run", str(model), *args],
+    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.apps.cli", "run", str(model), *args],
                           encoding="utf-8", timeout=60, dimensions=(40, 200))
     child.logfile_read = log = LogBuffer()
     child.expect_exact(">>> ")
@@ -100,7 +100,7 @@ def test_overflowing_context_drops_old_turns_with_a_warning(tiny_dir):
 def test_default_model_answers_paris():
     """`fsx run` with no MODEL: SmolLM2-135M-Instruct (fetched once from PyPI, cached),
     greedy, as a user on a fresh machine would first meet it."""
-    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.cli", "run"], encoding="utf-8",
+    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.apps.cli", "run"], encoding="utf-8",
                           timeout=300, dimensions=(40, 200))
     child.logfile_read = log = LogBuffer()
     child.expect_exact(">>> ")
@@ -115,7 +115,7 @@ def test_default_model_answers_paris():
 
 
 def test_generate_ctrl_c_keeps_the_partial_reply_and_exits_130(tiny_dir):
-    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.cli", "generate", str(tiny_dir), "-p", "hi",
+    child = pexpect.spawn(sys.executable, ["-m", "fs_mlx.apps.cli", "generate", str(tiny_dir), "-p", "hi",
                                            "-n", "3000", "--ignore-eos"], encoding="utf-8", timeout=60)
     child.logfile_read = log = LogBuffer()
     child.expect_exact("loaded in")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fs_mlx.errors import FsxError
-from fs_mlx.sample import (SamplingParams, apply_min_p, apply_top_k, apply_top_p, checkpoint_defaults,
+from fs_mlx.generation.sample import (SamplingParams, apply_min_p, apply_top_k, apply_top_p, checkpoint_defaults,
                            make_logits_processors, make_sampler, resolve_params)
 
 PROBS = np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32)

@@ -9,8 +9,8 @@ import pytest
 
 from checkpoints import write_checkpoint
 from fs_mlx.errors import FsxError
-from fs_mlx.forward import logits_for
-from fs_mlx.loading import load
+from fs_mlx.generation.forward import logits_for
+from fs_mlx.loader import load
 
 
 def copy(src, dst):

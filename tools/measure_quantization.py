@@ -23,10 +23,11 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from fs_mlx.forward import logits_for
-from fs_mlx.loading import build_model, load
-from fs_mlx.model import Transformer
-from fs_mlx.quantize import dequantize_model, quantize_tensors
+from fs_mlx.generation.forward import logits_for
+from fs_mlx.loader import build_model, load
+from fs_mlx.model.transformer import Transformer
+from fs_mlx.formats.quantize import quantize_tensors
+from fs_mlx.model.quantized import dequantize_model
 
 TEXT = """\
 The history of the Roman Empire spans more than a thousand years, from the founding of the city to the fall of Constantinople.
@@ -79,7 +80,7 @@ def main() -> None:
     f = logits_for(float_lm, ids)
     float_tensors = dict(tree_flatten(float_lm.model.parameters()))
     config = dataclasses.replace(lm.config, quantization=None)
-    skeleton = Transformer(config)
+    skeleton = Transformer(config, ops=None)
 
     for bits, group, embed_bits in [(4, 32, 4), (4, 64, 4), (4, 128, 4), (4, 32, 8), (4, 64, 8),
                                     (8, 32, 8), (8, 64, 8), (8, 128, 8)]:

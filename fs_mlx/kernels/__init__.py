@@ -1,15 +1,16 @@
-"""The hand-written Metal kernels, behind the ops seam.
+"""The hand-written Metal kernels as a backend: `MetalBackend(executor=False|True)`.
 
 Each op has one `.metal` file in the top-level `metal/` folder holding the
 kernel *body* (what `mx.fast.metal_kernel` takes as `source`), plus shared
 helpers in `metal/common.h` (passed as `header`). Each op has one Python
-module here that owns its dispatch geometry and exposes the same signature
-as its MLX twin in `fs_mlx/ops/reference.py`.
+module here that owns its dispatch geometry; its function takes the backend
+first (`norm.rms_norm(backend, x, weight, eps)`) and otherwise has the
+signature of the MLX backend's method (fs_mlx/model/backends.py).
 
-The kernels are built by a *factory*: `mx.fast.metal_kernel` on an Apple GPU,
-or `fs_mlx.msl.metal_kernel` — the MSL executor — anywhere else, which runs
-the very same source on the CPU (slowly, exactly). `use_executor()` picks it;
-`--kernels msl` does so from the command line.
+A backend builds its kernels with a *factory*: `mx.fast.metal_kernel` on an
+Apple GPU, or `fs_mlx.msl.metal_kernel` — the MSL executor — with
+`executor=True`, which runs the very same source on any CPU (slowly,
+exactly). Two backends of either kind can live side by side in one process.
 
 Kernel objects are built once per (factory, name): MLX compiles a Metal
 library per kernel object, so building one per call would recompile.
@@ -24,28 +25,15 @@ from typing import Callable
 import mlx.core as mx
 
 from ..errors import FsxError
+from . import attention, norm, quantized, rope, swiglu
 
 
 def _metal_dir() -> Path:
-    # A source checkout (or editable install) keeps metal/ beside fs_mlx/;
-    # a wheel installs it as the package data fs_mlx/metal.
+    # A source checkout (or editable install) keeps metal/ beside fs_mlx/.
     for d in (Path(__file__).resolve().parents[2] / "metal", Path(__file__).resolve().parents[1] / "metal"):
         if (d / "common.h").is_file():
             return d
     raise FsxError("the Metal kernel sources (metal/*.metal) are missing from this installation")
-
-
-_executor = False
-
-
-def use_executor(on: bool = True) -> None:
-    """Build kernels with the MSL executor (runs on any CPU) instead of Metal."""
-    global _executor
-    _executor = on
-
-
-def using_executor() -> bool:
-    return _executor
 
 
 @lru_cache(maxsize=None)
@@ -69,29 +57,46 @@ def _build(executor: bool, name: str, inputs: tuple[str, ...], outputs: tuple[st
     )
 
 
-def kernel(name: str, inputs: list[str], outputs: list[str], atomic_outputs: bool = False,
-           row_contiguous: bool = True) -> Callable:
-    """The kernel object for metal/<name>.metal, built once and reused.
+class MetalBackend:
+    """The ops of fs_mlx/model/backends.py, computed by the kernels in metal/."""
 
-    row_contiguous=False hands inputs over in their own layout (the kernel
-    reads `<name>_strides`), e.g. a KV cache sliced to its filled length,
-    instead of MLX copying them first.
-    """
-    return _build(_executor, name, tuple(inputs), tuple(outputs), atomic_outputs, row_contiguous)
+    def __init__(self, executor: bool = False):
+        self.executor = executor  # True: the MSL executor runs the kernels on the CPU
+        self.name = "msl" if executor else "metal"
 
+    def kernel(self, name: str, inputs: list[str], outputs: list[str], atomic_outputs: bool = False,
+               row_contiguous: bool = True) -> Callable:
+        """The kernel object for metal/<name>.metal, built once and reused.
 
-# The ops, each with its twin's signature (these modules need kernel() above).
-from .attention import attention  # noqa: E402
-from .norm import add_rms_norm, rms_norm  # noqa: E402
-from .quantized import quantized_matmul, quantized_swiglu  # noqa: E402
-from .rope import qk_norm_rope, rope  # noqa: E402
-from .swiglu import swiglu  # noqa: E402
+        row_contiguous=False hands inputs over in their own layout (the kernel
+        reads `<name>_strides`), e.g. a KV cache sliced to its filled length,
+        instead of MLX copying them first.
+        """
+        return _build(self.executor, name, tuple(inputs), tuple(outputs), atomic_outputs, row_contiguous)
 
-# Dense GEMM has no kernel of ours: MLX's own matmul serves it on every path.
-from ..ops.reference import linear  # noqa: E402
+    def rms_norm(self, x, weight, eps):
+        return norm.rms_norm(self, x, weight, eps)
 
-# What the ops seam dispatches to (fs_mlx/ops: the same names in reference.py)
-__all__ = [
-    "add_rms_norm", "attention", "linear", "qk_norm_rope", "quantized_matmul", "quantized_swiglu",
-    "rms_norm", "rope", "swiglu",
-]
+    def add_rms_norm(self, x, residual, weight, eps):
+        return norm.add_rms_norm(self, x, residual, weight, eps)
+
+    def qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset):
+        return rope.qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset)
+
+    def attention(self, q, k, v, *, scale, mask):
+        return attention.attention(self, q, k, v, scale=scale, mask=mask)
+
+    def swiglu(self, gate, up):
+        return swiglu.swiglu(self, gate, up)
+
+    def linear(self, x, weight, bias=None):
+        # Dense GEMM has no kernel of ours: MLX's own matmul serves it.
+        y = x @ weight.T
+        return y if bias is None else y + bias
+
+    def quantized_matmul(self, x, w, scales, biases, *, transpose=True, group_size=64, bits=4):
+        return quantized.quantized_matmul(self, x, w, scales, biases, transpose=transpose,
+                                          group_size=group_size, bits=bits)
+
+    def quantized_swiglu(self, x, w, scales, biases, *, group_size=64, bits=4):
+        return quantized.quantized_swiglu(self, x, w, scales, biases, group_size=group_size, bits=bits)

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ..ops import reference
-from . import kernel
+from ..model.backends import MLXBackend
 
 MAX_D = 256
 DECODE_TG = 128  # threads per decode threadgroup (4 SIMD groups)
@@ -60,7 +59,7 @@ def prefill_geometry(B: int, Hq: int, L: int):
     return (-(-L // BQ) * PREFILL_TG, Hq, B), (PREFILL_TG, 1, 1)
 
 
-def attention_decode(q: mx.array, k: mx.array, v: mx.array, *, scale: float,
+def attention_decode(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float,
                      keys_per_split: int | None = None) -> mx.array:
     """q [B, Hq, 1, D] against k/v [B, Hkv, S, D] -> [B, Hq, 1, D]."""
     B, Hq, _, D = q.shape
@@ -70,7 +69,7 @@ def attention_decode(q: mx.array, k: mx.array, v: mx.array, *, scale: float,
     dtype = q.dtype
     grid, tg = decode_geometry(B, Hq, G, splits)
     inputs = [q, k, v, mx.array(scale, dtype=mx.float32), mx.array(chunk, dtype=mx.int32)]
-    decode = kernel("attention_decode", ["q", "k", "v", "scale", "chunk"], ["out", "ml"],
+    decode = lib.kernel("attention_decode", ["q", "k", "v", "scale", "chunk"], ["out", "ml"],
                     row_contiguous=False)
     if splits == 1:
         out, _ = decode(inputs=inputs, template=[("O", dtype), ("D", D), ("G", G)], grid=grid,
@@ -81,18 +80,18 @@ def attention_decode(q: mx.array, k: mx.array, v: mx.array, *, scale: float,
                         threadgroup=tg, output_shapes=[(B, Hq, splits, D), (B, Hq, splits, 2)],
                         output_dtypes=[mx.float32, mx.float32])
     grid, tg = combine_geometry(B, Hq, D)
-    (out,) = kernel("attention_decode_combine", ["o_part", "ml"], ["out"])(
+    (out,) = lib.kernel("attention_decode_combine", ["o_part", "ml"], ["out"])(
         inputs=[o_part, ml], template=[("O", dtype)], grid=grid, threadgroup=tg,
         output_shapes=[(B, Hq, 1, D)], output_dtypes=[dtype],
     )
     return out
 
 
-def attention_prefill(q: mx.array, k: mx.array, v: mx.array, *, scale: float, causal: bool) -> mx.array:
+def attention_prefill(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, causal: bool) -> mx.array:
     """q [B, Hq, L, D] against k/v [B, Hkv, S, D] -> [B, Hq, L, D] (a view of [B, L, Hq, D])."""
     B, Hq, L, D = q.shape
     grid, tg = prefill_geometry(B, Hq, L)
-    (out,) = kernel("attention_prefill", ["q", "k", "v", "scale"], ["out"], row_contiguous=False)(
+    (out,) = lib.kernel("attention_prefill", ["q", "k", "v", "scale"], ["out"], row_contiguous=False)(
         inputs=[q, k, v, mx.array(scale, dtype=mx.float32)],
         template=[("O", q.dtype), ("D", D), ("CAUSAL", causal)], grid=grid, threadgroup=tg,
         output_shapes=[(B, L, Hq, D)], output_dtypes=[q.dtype],
@@ -100,15 +99,15 @@ def attention_prefill(q: mx.array, k: mx.array, v: mx.array, *, scale: float, ca
     return out.transpose(0, 2, 1, 3)
 
 
-def attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask: str | mx.array | None) -> mx.array:
+def attention(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask: str | mx.array | None) -> mx.array:
     B, Hq, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     if k.shape != (B, Hkv, S, D) or v.shape != k.shape or Hq % Hkv or L > S or S == 0:
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
     if mask is not None and mask != "causal" or D > MAX_D or (L > 1 and D % 8):
-        return reference.attention(q, k, v, scale=scale, mask=mask)
+        return MLXBackend().attention(q, k, v, scale=scale, mask=mask)  # what the kernels don't cover
     dtype = mx.result_type(q, k, v)
     q, k, v = (t.astype(dtype) for t in (q, k, v))
     if L == 1:  # one query token sees every key, causal or not
-        return attention_decode(q, k, v, scale=scale)
-    return attention_prefill(q, k, v, scale=scale, causal=mask == "causal")
+        return attention_decode(lib, q, k, v, scale=scale)
+    return attention_prefill(lib, q, k, v, scale=scale, causal=mask == "causal")

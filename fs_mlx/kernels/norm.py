@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from . import kernel
-
 N_READS = 4  # elements per thread per sweep (the kernels' N_READS)
 
 
@@ -29,19 +27,19 @@ def _check(x: mx.array, weight: mx.array) -> None:
         raise ValueError(f"rms_norm: weight {weight.shape} does not match x {x.shape}")
 
 
-def rms_norm(x: mx.array, weight: mx.array, eps: float) -> mx.array:
+def rms_norm(lib, x: mx.array, weight: mx.array, eps: float) -> mx.array:
     _check(x, weight)
     D = x.shape[-1]
     out_dtype = mx.result_type(x, weight)  # as mx.fast.rms_norm
     grid, tg = norm_geometry(x.size // D, D)
-    (out,) = kernel("rms_norm", ["x", "w", "eps"], ["out"])(
+    (out,) = lib.kernel("rms_norm", ["x", "w", "eps"], ["out"])(
         inputs=[x, weight, mx.array(eps, dtype=mx.float32)], template=[("T", out_dtype)],
         grid=grid, threadgroup=tg, output_shapes=[x.shape], output_dtypes=[out_dtype],
     )
     return out
 
 
-def add_rms_norm(x: mx.array, residual: mx.array, weight: mx.array, eps: float) -> tuple[mx.array, mx.array]:
+def add_rms_norm(lib, x: mx.array, residual: mx.array, weight: mx.array, eps: float) -> tuple[mx.array, mx.array]:
     _check(x, weight)
     if residual.shape != x.shape:
         raise ValueError(f"add_rms_norm: residual {residual.shape} does not match x {x.shape}")
@@ -49,7 +47,7 @@ def add_rms_norm(x: mx.array, residual: mx.array, weight: mx.array, eps: float) 
     h_dtype = mx.result_type(x, residual)
     out_dtype = mx.result_type(h_dtype, weight)
     grid, tg = norm_geometry(x.size // D, D)
-    h, out = kernel("add_rms_norm", ["x", "r", "w", "eps"], ["h", "out"])(
+    h, out = lib.kernel("add_rms_norm", ["x", "r", "w", "eps"], ["h", "out"])(
         inputs=[x, residual, weight, mx.array(eps, dtype=mx.float32)],
         template=[("TH", h_dtype), ("T", out_dtype)], grid=grid, threadgroup=tg,
         output_shapes=[x.shape, x.shape], output_dtypes=[h_dtype, out_dtype],

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ..ops import reference
-from . import kernel
-
 QMV_MAX_ROWS = 1  # rows of x from which qmm takes over (qmv re-reads w per row)
 BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
@@ -68,13 +65,13 @@ def _out_dtype(x: mx.array, scales: mx.array) -> mx.Dtype:
     return x.dtype if x.dtype == scales.dtype else mx.float32
 
 
-def qmv(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
+def qmv(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
         group_size: int, bits: int, swiglu: bool = False) -> mx.array:
     """x [M, K] -> y [M, N] (or [M, N/2] with swiglu), one SIMD group per 4 rows of y."""
     M = x.shape[0]
     N = w.shape[0] // 2 if swiglu else w.shape[0]
     grid, tg = qmv_geometry(M, N)
-    (y,) = kernel("qmv", _IN, ["y"])(
+    (y,) = lib.kernel("qmv", _IN, ["y"])(
         inputs=[x, w, scales, biases, mx.array(group_size, dtype=mx.int32)],
         template=_template(x.dtype, scales, bits) + [("SWIGLU", int(swiglu))],
         grid=grid, threadgroup=tg, output_shapes=[(M, N)], output_dtypes=[x.dtype],
@@ -82,12 +79,12 @@ def qmv(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
     return y
 
 
-def qmm(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
+def qmm(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
         group_size: int, bits: int) -> mx.array:
     """x [M, K] -> y [M, N], one 32 x 32 tile of y per threadgroup."""
     M, N = x.shape[0], w.shape[0]
     grid, tg = qmm_geometry(M, N)
-    (y,) = kernel("qmm", _IN, ["y"])(
+    (y,) = lib.kernel("qmm", _IN, ["y"])(
         inputs=[x, w, scales, biases, mx.array(group_size, dtype=mx.int32)],
         template=_template(x.dtype, scales, bits),
         grid=grid, threadgroup=tg, output_shapes=[(M, N)], output_dtypes=[x.dtype],
@@ -97,34 +94,34 @@ def qmm(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
 
 # --- the ops -------------------------------------------------------------------------
 
-def quantized_matmul(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
+def quantized_matmul(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
                      transpose: bool = True, group_size: int = 64, bits: int = 4) -> mx.array:
     """x [..., K] @ dequant(w).T -> [..., N]; qmv for one row of x, qmm for more."""
     if not transpose:
         # x @ dequant(w) with w [K, N * bits / 32]: no layer of the model does this
         # (Linear weights are stored [out, in]); MLX's own op serves it.
-        return reference.quantized_matmul(x, w, scales, biases, transpose=False,
-                                          group_size=group_size, bits=bits)
+        return mx.quantized_matmul(x, w, scales, biases, transpose=False,
+                                   group_size=group_size, bits=bits)
     _check(x, w, scales, biases, group_size, bits)
     *lead, K = x.shape
     x2 = x.reshape(-1, K).astype(_out_dtype(x, scales))  # [M, K]
     if x2.shape[0] <= QMV_MAX_ROWS:
-        y = qmv(x2, w, scales, biases, group_size=group_size, bits=bits)
+        y = qmv(lib, x2, w, scales, biases, group_size=group_size, bits=bits)
     else:
-        y = qmm(x2, w, scales, biases, group_size=group_size, bits=bits)
+        y = qmm(lib, x2, w, scales, biases, group_size=group_size, bits=bits)
     return y.reshape(*lead, w.shape[0])
 
 
-def quantized_swiglu(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
+def quantized_swiglu(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx.array, *,
                      group_size: int = 64, bits: int = 4) -> mx.array:
     """silu(x @ gate.T) * (x @ up.T) with w = [gate; up] stored as one quantized matrix."""
     _check(x, w, scales, biases, group_size, bits)
     *lead, K = x.shape
     x2 = x.reshape(-1, K).astype(_out_dtype(x, scales))
     if x2.shape[0] <= QMV_MAX_ROWS:
-        y = qmv(x2, w, scales, biases, group_size=group_size, bits=bits, swiglu=True)
+        y = qmv(lib, x2, w, scales, biases, group_size=group_size, bits=bits, swiglu=True)
     else:
         # Prefill: the matmul dominates; the SwiGLU is a separate elementwise pass.
-        gate, up = mx.split(qmm(x2, w, scales, biases, group_size=group_size, bits=bits), 2, axis=-1)
-        y = reference.swiglu(gate, up)
+        gate, up = mx.split(qmm(lib, x2, w, scales, biases, group_size=group_size, bits=bits), 2, axis=-1)
+        y = lib.swiglu(gate, up)
     return y.reshape(*lead, w.shape[0] // 2)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from . import kernel
-
 N_READS = 4  # elements per thread (the kernel's N_READS)
 
 
@@ -18,12 +16,12 @@ def swiglu_geometry(n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]
     return (max(1, -(-n // N_READS)), 1, 1), (256, 1, 1)
 
 
-def swiglu(gate: mx.array, up: mx.array) -> mx.array:
+def swiglu(lib, gate: mx.array, up: mx.array) -> mx.array:
     if gate.shape != up.shape:
         raise ValueError(f"swiglu: gate {gate.shape} and up {up.shape} differ")
     dtype = mx.result_type(gate, up)
     grid, tg = swiglu_geometry(gate.size)
-    (out,) = kernel("swiglu", ["gate", "up", "n"], ["out"])(
+    (out,) = lib.kernel("swiglu", ["gate", "up", "n"], ["out"])(
         inputs=[gate, up, mx.array(gate.size, dtype=mx.uint32)], template=[("T", dtype)],
         grid=grid, threadgroup=tg, output_shapes=[gate.shape], output_dtypes=[dtype],
     )

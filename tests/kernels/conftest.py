@@ -6,7 +6,7 @@ forward, reverse or random order (drawn per example): a race between
 threads shows up as a result that depends on the order. Where Metal is
 available (a Mac), every test runs a second time on the real GPU.
 
-The reference is the op's MLX twin (fs_mlx/ops/reference.py) applied to
+The reference is the op's plain formula (fs_mlx/model/reference.py) applied to
 *float32 copies* of the inputs (every float16/bfloat16 value is exact in
 float32), rounded to the kernel's dtype at the end: the answer a kernel that
 accumulates in float and rounds once should give. The twin run in a narrow
@@ -29,7 +29,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from fs_mlx import kernels
+from fs_mlx.kernels import MetalBackend
 
 ORDERS = ["forward", "reverse", "random"]
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
@@ -43,9 +43,9 @@ EXAMPLES = int(os.environ.get("FSX_KERNEL_EXAMPLES", "30"))
 BACKENDS = ["msl"] + (["metal"] if mx.metal.is_available() else [])
 
 
-@pytest.fixture(scope="module", autouse=True, params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request):
-    """Kernels built by the executor (always) or by Metal (where there is one)."""
+    """The kernels as a backend: built by the executor (always) or by Metal (where there is one)."""
     if request.param == "msl":
         from fs_mlx.msl import MslCompilerMissing
         from fs_mlx.msl.compiler import find_compiler
@@ -54,10 +54,7 @@ def backend(request):
             find_compiler()
         except MslCompilerMissing as e:  # a failure with the fix, not a skip
             pytest.fail(str(e), pytrace=False)
-    was = kernels.using_executor()
-    kernels.use_executor(request.param == "msl")
-    yield request.param
-    kernels.use_executor(was)
+    return MetalBackend(executor=request.param == "msl")
 
 
 def f32(a: mx.array) -> mx.array:

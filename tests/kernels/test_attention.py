@@ -26,9 +26,8 @@ from conftest import DTYPES, EXAMPLES, ORDERS, assert_close, f32, normal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fs_mlx import kernels
 from fs_mlx.msl import settings as msl_settings
-from fs_mlx.ops import reference
+from fs_mlx.model import reference
 
 # The module (fs_mlx.kernels.attention the attribute is the op function)
 attn = importlib.import_module("fs_mlx.kernels.attention")
@@ -51,7 +50,7 @@ def twin(q, k, v, scale, mask):
        keys_per_split=st.sampled_from([None, 32, 100, 256]), spare=st.sampled_from([0, 5, 256]),
        causal=st.booleans(), dtype=st.sampled_from(DTYPES), order=st.sampled_from(ORDERS),
        seed=st.integers(0, 2**16))
-def test_decode(B, Hkv, gqa, D, S, keys_per_split, spare, causal, dtype, order, seed):
+def test_decode(backend, B, Hkv, gqa, D, S, keys_per_split, spare, causal, dtype, order, seed):
     Hq = Hkv * gqa
     q = normal((B, Hq, 1, D), seed, dtype)
     k = cache_slice(B, Hkv, S, D, seed + 1, dtype, spare)
@@ -59,9 +58,9 @@ def test_decode(B, Hkv, gqa, D, S, keys_per_split, spare, causal, dtype, order, 
     scale = D**-0.5
     with msl_settings(order=order, seed=seed):
         if keys_per_split is None:
-            out = kernels.attention(q, k, v, scale=scale, mask="causal" if causal else None)
+            out = backend.attention(q, k, v, scale=scale, mask="causal" if causal else None)
         else:
-            out = attn.attention_decode(q, k, v, scale=scale, keys_per_split=keys_per_split)
+            out = attn.attention_decode(backend, q, k, v, scale=scale, keys_per_split=keys_per_split)
     assert_close(out, twin(q, k, v, scale, None), dtype)
 
 
@@ -70,7 +69,7 @@ def test_decode(B, Hkv, gqa, D, S, keys_per_split, spare, causal, dtype, order, 
        D=st.sampled_from(HEAD_DIMS), L=st.integers(2, 70), cached=st.sampled_from([0, 0, 1, 31, 40]),
        causal=st.booleans(), spare=st.sampled_from([0, 7]), dtype=st.sampled_from(DTYPES),
        order=st.sampled_from(ORDERS), seed=st.integers(0, 2**16))
-def test_prefill(B, Hkv, gqa, D, L, cached, causal, spare, dtype, order, seed):
+def test_prefill(backend, B, Hkv, gqa, D, L, cached, causal, spare, dtype, order, seed):
     """L new queries after `cached` tokens already in the cache: S = cached + L."""
     Hq, S = Hkv * gqa, cached + L
     q = normal((B, Hq, L, D), seed, dtype)
@@ -78,35 +77,35 @@ def test_prefill(B, Hkv, gqa, D, L, cached, causal, spare, dtype, order, seed):
     v = cache_slice(B, Hkv, S, D, seed + 2, dtype, spare)
     mask = "causal" if causal else None
     with msl_settings(order=order, seed=seed):
-        out = kernels.attention(q, k, v, scale=D**-0.5, mask=mask)
+        out = backend.attention(q, k, v, scale=D**-0.5, mask=mask)
     assert_close(out, twin(q, k, v, D**-0.5, mask), dtype)
 
 
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("D,L,S", [(16, 1, 9), (32, 1, 300), (16, 5, 5), (32, 12, 20), (256, 1, 70), (256, 40, 45)])
-def test_other_head_dims(order, D, L, S):
+def test_other_head_dims(backend, order, D, L, S):
     """The golden checkpoints' 16 and 32 (fewer than 32 lanes' worth of a row) and 256."""
     q, k, v = normal((1, 4, L, D), D), normal((1, 2, S, D), D + 1), normal((1, 2, S, D), D + 2)
     with msl_settings(order=order, seed=D):
-        out = kernels.attention(q, k, v, scale=D**-0.5, mask="causal")
+        out = backend.attention(q, k, v, scale=D**-0.5, mask="causal")
         if L == 1:
-            assert_close(attn.attention_decode(q, k, v, scale=D**-0.5, keys_per_split=64),
+            assert_close(attn.attention_decode(backend, q, k, v, scale=D**-0.5, keys_per_split=64),
                          twin(q, k, v, D**-0.5, None), mx.float32)
     assert_close(out, twin(q, k, v, D**-0.5, "causal"), mx.float32)
 
 
-def test_qwen3_long_context_decode():
+def test_qwen3_long_context_decode(backend):
     """Qwen3-0.6B's attention shape at 2k tokens with the default split policy:
     8 KV heads x 8 splits of 256 keys, then the combine pass."""
     B, Hq, Hkv, D, S = 1, 16, 8, 128, 2048
     assert attn.decode_splits(B, Hkv, S) == (8, 256)
     q = normal((B, Hq, 1, D), 1)
     k, v = cache_slice(B, Hkv, S, D, 2, mx.float32, 256), cache_slice(B, Hkv, S, D, 3, mx.float32, 256)
-    out = kernels.attention(q, k, v, scale=D**-0.5, mask=None)
+    out = backend.attention(q, k, v, scale=D**-0.5, mask=None)
     assert_close(out, twin(q, k, v, D**-0.5, None), mx.float32)
 
 
-def test_peaked_scores_do_not_overflow():
+def test_peaked_scores_do_not_overflow(backend):
     """Scores of +-1e3 (keys aligned with the query): the online softmax's running
     max keeps every exp in range, across SIMD groups and splits."""
     D, S = 64, 300
@@ -114,13 +113,13 @@ def test_peaked_scores_do_not_overflow():
     k = mx.concatenate([normal((1, 1, S - 1, D), 1), mx.full((1, 1, 1, D), 4.0)], axis=2)
     v = normal((1, 1, S, D), 2)
     for kps in (None, 64):
-        out = attn.attention_decode(q, k, v, scale=1.0, keys_per_split=kps)
+        out = attn.attention_decode(backend, q, k, v, scale=1.0, keys_per_split=kps)
         assert_close(out, twin(q, k, v, 1.0, None), mx.float32)
-    out = attn.attention_prefill(mx.full((1, 2, 3, D), 4.0), k, v, scale=1.0, causal=True)
+    out = attn.attention_prefill(backend, mx.full((1, 2, 3, D), 4.0), k, v, scale=1.0, causal=True)
     assert_close(out, twin(mx.full((1, 2, 3, D), 4.0), k, v, 1.0, "causal"), mx.float32)
 
 
-def test_dispatch():
+def test_dispatch(backend):
     """One token -> decode; more -> prefill; array masks and odd head_dims -> the twin."""
     calls = []
     real = {n: getattr(attn, n) for n in ("attention_decode", "attention_prefill")}
@@ -128,14 +127,14 @@ def test_dispatch():
         for n, f in real.items():
             setattr(attn, n, lambda *a, _n=n, _f=f, **kw: calls.append(_n) or _f(*a, **kw))
         q1, q4, kv = normal((1, 2, 1, 32), 0), normal((1, 2, 4, 32), 1), normal((1, 1, 6, 32), 2)
-        attn.attention(q1, kv, kv, scale=0.2, mask=None)
-        attn.attention(q1, kv, kv, scale=0.2, mask="causal")
-        attn.attention(q4, kv, kv, scale=0.2, mask="causal")
+        attn.attention(backend, q1, kv, kv, scale=0.2, mask=None)
+        attn.attention(backend, q1, kv, kv, scale=0.2, mask="causal")
+        attn.attention(backend, q4, kv, kv, scale=0.2, mask="causal")
         assert calls == ["attention_decode", "attention_decode", "attention_prefill"]
         bool_mask = mx.array(np.tril(np.ones((4, 6), bool), 2))
-        out = attn.attention(q4, kv, kv, scale=0.2, mask=bool_mask)
+        out = attn.attention(backend, q4, kv, kv, scale=0.2, mask=bool_mask)
         q12, kv12 = normal((1, 2, 4, 12), 3), normal((1, 1, 6, 12), 4)
-        out12 = attn.attention(q12, kv12, kv12, scale=0.2, mask="causal")
+        out12 = attn.attention(backend, q12, kv12, kv12, scale=0.2, mask="causal")
         assert len(calls) == 3
     finally:
         for n, f in real.items():
@@ -144,7 +143,7 @@ def test_dispatch():
     assert_close(out12, reference.attention(q12, kv12, kv12, scale=0.2, mask="causal"), mx.float32)
 
 
-def test_split_policy():
+def test_split_policy(backend):
     """Splits fill ~128 threadgroups, never below 256 keys, never an empty split."""
     assert attn.decode_splits(1, 8, 100) == (1, 100)
     assert attn.decode_splits(1, 8, 511) == (1, 511)

@@ -1,9 +1,10 @@
 """Golden checkpoints end to end with every op through the kernels (--kernels msl).
 
 The same checkpoints, prompts and bars as tests/test_golden.py, with the ops
-seam set to "msl": every norm, RoPE, attention and SwiGLU is a Metal kernel
+backend "msl": every norm, RoPE, attention and SwiGLU is a Metal kernel
 run by the executor (quantized matmuls too, for quantized weights; dense
-matmuls stay MLX's), and q/k/v and gate/up are fused at load (fs_mlx/fuse.py).
+matmuls stay MLX's). The MLX-backend model is loaded beside it in the same
+process: each model holds its own backend, nothing is switched.
 Compared with the MLX path and with transformers' logits, and greedy decoding
 (KV cache: the decode attention kernel, RoPE at growing offsets) must give
 the golden tokens.
@@ -22,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fs_mlx import ops
-from fs_mlx.forward import logits_for
-from fs_mlx.fuse import is_fused
-from fs_mlx.generate import generate
-from fs_mlx.loading import load
+from fs_mlx.generation.forward import logits_for
+from fs_mlx.generation.generate import generate
+from fs_mlx.loader import load
+from fs_mlx.model.backends import CountingBackend
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
@@ -36,33 +36,22 @@ def golden(request, backend):
     name = request.param
     meta = json.loads((GOLDEN / "vectors" / f"{name}.json").read_text())
     arrays = np.load(GOLDEN / "vectors" / f"{name}.npz")
-    ops.set_kernels("mlx")
-    reference_lm = load(GOLDEN / "checkpoints" / name)
-    ops.set_kernels(backend)
-    try:
-        kernel_lm = load(GOLDEN / "checkpoints" / name)
-        yield name, meta, arrays, reference_lm, kernel_lm
-    finally:
-        ops.set_kernels("mlx")
-
-
-def on(kernels: str):
-    ops.set_kernels(kernels)
-    return kernels
+    mlx_lm = load(GOLDEN / "checkpoints" / name, kernels="mlx")
+    kernel_lm = load(GOLDEN / "checkpoints" / name, kernels=CountingBackend(backend))
+    return name, meta, arrays, mlx_lm, kernel_lm
 
 
 def test_logits_match_mlx_and_golden(golden, backend):
-    name, meta, arrays, reference_lm, kernel_lm = golden
-    assert is_fused(kernel_lm.model) and not is_fused(reference_lm.model)
+    name, meta, arrays, mlx_lm, kernel_lm = golden
+    counter = kernel_lm.model.ops
+    assert mlx_lm.kernels == "mlx" and kernel_lm.kernels == backend.name
     for i in range(len(meta["prompts"])):
         ids = arrays[f"p{i}_ids"].tolist()
-        on("mlx")
-        want = logits_for(reference_lm, ids)
-        on(backend)
-        ops.launch_counts.clear()
+        want = logits_for(mlx_lm, ids)
+        counter.calls.clear()
         trace = {}
         got = logits_for(kernel_lm, ids, trace)
-        assert ops.launch_counts["attention"] == len(kernel_lm.model.layers)
+        assert counter.calls["attention"] == len(kernel_lm.model.layers)
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-4, err_msg=f"{name} prompt {i} vs mlx")
         for stage, bar in (("block0", 1e-4), ("final_norm", 1e-4)):
             np.testing.assert_allclose(trace[stage], arrays[f"p{i}_{stage}"], rtol=0, atol=bar,
@@ -74,7 +63,6 @@ def test_logits_match_mlx_and_golden(golden, backend):
 def test_greedy_decoding_matches_golden(golden, backend):
     """Prefill through attention_prefill, then 16 tokens through attention_decode."""
     name, meta, arrays, _, kernel_lm = golden
-    on(backend)
     ids = arrays["p0_ids"].tolist()
     _, got, _ = generate(kernel_lm, ids, max_tokens=16, ignore_eos=True)
     assert got == arrays["p0_greedy"].tolist()[:16], name

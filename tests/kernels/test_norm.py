@@ -13,9 +13,8 @@ from conftest import DTYPES, EXAMPLES, ORDERS, assert_close, f32, normal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fs_mlx import kernels
 from fs_mlx.msl import settings as msl_settings
-from fs_mlx.ops import reference
+from fs_mlx.model import reference
 
 # Row widths: small, around SIMD-group and sweep boundaries, and Qwen3's 128/1024.
 widths = st.one_of(st.integers(8, 300), st.sampled_from([128, 1024, 4096, 4100, 5003]))
@@ -38,41 +37,41 @@ def inputs(c):
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(c=cases)
-def test_rms_norm(c):
+def test_rms_norm(backend, c):
     x, w = inputs(c)
     with msl_settings(order=c["order"], seed=c["seed"]):
-        out = kernels.rms_norm(x, w, c["eps"])
+        out = backend.rms_norm(x, w, c["eps"])
     assert_close(out, reference.rms_norm(f32(x), f32(w), c["eps"]), c["dtype"])
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(c=cases)
-def test_add_rms_norm(c):
+def test_add_rms_norm(backend, c):
     x, w = inputs(c)
     r = normal(x.shape, c["seed"] + 2, c["dtype"])
     with msl_settings(order=c["order"], seed=c["seed"]):
-        h, out = kernels.add_rms_norm(x, r, w, c["eps"])
+        h, out = backend.add_rms_norm(x, r, w, c["eps"])
     # h is the residual stream: exactly what the add stores
     np.testing.assert_array_equal(np.array(f32(h)), np.array(f32(x + r)))
     # and the norm is of that stored h
     assert_close(out, reference.rms_norm(f32(h), f32(w), c["eps"]), c["dtype"])
 
 
-def test_mixed_dtypes_promote_like_mlx():
+def test_mixed_dtypes_promote_like_mlx(backend):
     """bfloat16 activations with a float32 weight: float32 out, as mx.fast.rms_norm."""
     x = normal((2, 96), 0, mx.bfloat16)
     w = 1 + normal((96,), 1, std=0.2)
-    out = kernels.rms_norm(x, w, 1e-6)
+    out = backend.rms_norm(x, w, 1e-6)
     want = reference.rms_norm(x, w, 1e-6)
     assert out.dtype == want.dtype == mx.float32
     assert_close(out, reference.rms_norm(f32(x), w, 1e-6), mx.float32)
-    h, out = kernels.add_rms_norm(x, x, w, 1e-6)
+    h, out = backend.add_rms_norm(x, x, w, 1e-6)
     assert (h.dtype, out.dtype) == (mx.bfloat16, mx.float32)
 
 
-def test_fused_equals_unfused():
+def test_fused_equals_unfused(backend):
     """add_rms_norm is the add, then rms_norm: the same kernels' answers."""
     x, r = normal((3, 1024), 5), normal((3, 1024), 6)
     w = 1 + normal((1024,), 7, std=0.2)
-    h, out = kernels.add_rms_norm(x, r, w, 1e-6)
-    np.testing.assert_array_equal(np.array(out), np.array(kernels.rms_norm(x + r, w, 1e-6)))
+    h, out = backend.add_rms_norm(x, r, w, 1e-6)
+    np.testing.assert_array_equal(np.array(out), np.array(backend.rms_norm(x + r, w, 1e-6)))

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from fs_mlx.kernels import quantized as q
 from fs_mlx.msl import settings as msl_settings
-from fs_mlx.ops import reference
+from fs_mlx.model import reference
 
 
 def quantized(seed: int, N: int, K: int, group_size: int, bits: int, dtype):
@@ -57,7 +57,7 @@ shapes = st.fixed_dictionaries({
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(s=shapes, batch=st.sampled_from([(1,), (1, 1), (2,), (3, 1)]))
-def test_qmv(s, batch):
+def test_qmv(backend, s, batch):
     """Decode: x [*batch, K]. One row goes through quantized_matmul (qmv);
     several rows run qmv directly, one vector per z of the grid."""
     bits, gs, dtype = s["bits"], s["group_size"], s["dtype"]
@@ -66,9 +66,9 @@ def test_qmv(s, batch):
     x = mx.random.normal((*batch, K), key=mx.random.key(s["seed"] + 1)).astype(dtype)
     with msl_settings(order=s["order"], seed=s["seed"]):
         if x.size == K:
-            out = q.quantized_matmul(x, wq, scales, biases, group_size=gs, bits=bits)
+            out = q.quantized_matmul(backend, x, wq, scales, biases, group_size=gs, bits=bits)
         else:
-            out = q.qmv(x.reshape(-1, K), wq, scales, biases, group_size=gs, bits=bits)
+            out = q.qmv(backend, x.reshape(-1, K), wq, scales, biases, group_size=gs, bits=bits)
     ref = reference_matmul(x, wq, scales, biases, gs, bits)
     assert out.dtype == dtype
     assert_close(out, ref.reshape(out.shape), dtype)
@@ -76,7 +76,7 @@ def test_qmv(s, batch):
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(s=shapes, B=st.integers(1, 2), L=st.integers(1, 40))
-def test_qmm(s, B, L):
+def test_qmm(backend, s, B, L):
     """Prefill: x [B, L, K] with B * L >= 2 rows (up to 80: partial 32-row tiles)."""
     bits, gs, dtype = s["bits"], s["group_size"], s["dtype"]
     K, N = gs * s["groups"], s["N"]
@@ -85,14 +85,14 @@ def test_qmm(s, B, L):
     wq, scales, biases = quantized(s["seed"], N, K, gs, bits, dtype)
     x = mx.random.normal((B, L, K), key=mx.random.key(s["seed"] + 1)).astype(dtype)
     with msl_settings(order=s["order"], seed=s["seed"]):
-        out = q.quantized_matmul(x, wq, scales, biases, group_size=gs, bits=bits)
+        out = q.quantized_matmul(backend, x, wq, scales, biases, group_size=gs, bits=bits)
     assert out.shape == (B, L, N) and out.dtype == dtype
     assert_close(out, reference_matmul(x, wq, scales, biases, gs, bits), dtype)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(s=shapes, rows=st.sampled_from([1, 2, 3, 9]))
-def test_quantized_swiglu(s, rows):
+def test_quantized_swiglu(backend, s, rows):
     """w = [gate; up] (2N rows): one row runs qmv_swiglu (SwiGLU in the epilogue),
     two or three run it one vector per z, more go through qmm + a SwiGLU pass."""
     bits, gs, dtype = s["bits"], s["group_size"], s["dtype"]
@@ -101,9 +101,9 @@ def test_quantized_swiglu(s, rows):
     x = mx.random.normal((rows, K), key=mx.random.key(s["seed"] + 1)).astype(dtype)
     with msl_settings(order=s["order"], seed=s["seed"]):
         if rows in (2, 3):
-            out = q.qmv(x, wq, scales, biases, group_size=gs, bits=bits, swiglu=True)
+            out = q.qmv(backend, x, wq, scales, biases, group_size=gs, bits=bits, swiglu=True)
         else:
-            out = q.quantized_swiglu(x, wq, scales, biases, group_size=gs, bits=bits)
+            out = q.quantized_swiglu(backend, x, wq, scales, biases, group_size=gs, bits=bits)
     # The twin on float32 copies: SwiGLU of float32 products, then rounded once.
     ref = reference.quantized_swiglu(f32(x), wq, f32(scales), f32(biases), group_size=gs, bits=bits)
     assert out.shape == (rows, N) and out.dtype == dtype
@@ -116,60 +116,60 @@ def test_quantized_swiglu(s, rows):
     (8, 128, 1, 128, 1),  # w 32 words (device), scales/biases 1 (constant)
     (4, 64, 3, 64, 5),    # qmm on a 3-row matrix: one tile, mostly empty
 ])
-def test_tiny_matrices(order, bits, group_size, N, K, M):
+def test_tiny_matrices(backend, order, bits, group_size, N, K, M):
     """Inputs under 8 elements are `constant` buffers in MLX's signature: the
     kernels must compile and read them there too."""
     wq, scales, biases = quantized(N + K, N, K, group_size, bits, mx.float32)
     x = mx.random.normal((M, K), key=mx.random.key(M))
     with msl_settings(order=order, seed=K):
-        out = q.quantized_matmul(x, wq, scales, biases, group_size=group_size, bits=bits)
+        out = q.quantized_matmul(backend, x, wq, scales, biases, group_size=group_size, bits=bits)
     assert_close(out, reference_matmul(x, wq, scales, biases, group_size, bits), mx.float32)
 
 
 @pytest.mark.parametrize("x_dtype,s_dtype", [(mx.float16, mx.float32), (mx.float32, mx.bfloat16)])
-def test_mixed_dtypes_promote_like_mlx(x_dtype, s_dtype):
+def test_mixed_dtypes_promote_like_mlx(backend, x_dtype, s_dtype):
     """x and scales of different float types: the result is float32, as in MLX."""
     wq, scales, biases = quantized(7, 40, 128, 64, 4, s_dtype)
     x = mx.random.normal((1, 128), key=mx.random.key(8)).astype(x_dtype)
-    out = q.quantized_matmul(x, wq, scales, biases, group_size=64, bits=4)
+    out = q.quantized_matmul(backend, x, wq, scales, biases, group_size=64, bits=4)
     want = mx.quantized_matmul(x, wq, scales, biases, group_size=64, bits=4)
     assert out.dtype == want.dtype == mx.float32
     assert_close(out, reference_matmul(x, wq, scales, biases, 64, 4), mx.float32)
 
 
-def test_qwen3_decode_shape():
+def test_qwen3_decode_shape(backend):
     """One real decode projection: Qwen3-0.6B's k_proj, 1024 x 1024, 4-bit, group 64."""
     wq, scales, biases = quantized(3, 1024, 1024, 64, 4, mx.float32)
     x = mx.random.normal((1, 1, 1024), key=mx.random.key(4))
-    out = q.quantized_matmul(x, wq, scales, biases, group_size=64, bits=4)
+    out = q.quantized_matmul(backend, x, wq, scales, biases, group_size=64, bits=4)
     assert_close(out, reference_matmul(x, wq, scales, biases, 64, 4), mx.float32)
 
 
-def test_one_row_runs_qmv_and_more_run_qmm(monkeypatch):
+def test_one_row_runs_qmv_and_more_run_qmm(backend, monkeypatch):
     calls = []
     for name in ("qmv", "qmm"):
         real = getattr(q, name)
         monkeypatch.setattr(q, name, lambda *a, _n=name, _f=real, **k: calls.append(_n) or _f(*a, **k))
     wq, scales, biases = quantized(1, 16, 64, 64, 4, mx.float32)
     for shape in [(64,), (1, 1, 64), (2, 64), (1, 3, 64)]:
-        q.quantized_matmul(mx.ones(shape), wq, scales, biases, group_size=64, bits=4)
+        q.quantized_matmul(backend, mx.ones(shape), wq, scales, biases, group_size=64, bits=4)
     assert calls == ["qmv", "qmv", "qmm", "qmm"]
 
 
-def test_transpose_false_uses_mlx():
+def test_transpose_false_uses_mlx(backend):
     """x @ dequant(w) with w [K, N*bits/32]: no model layer needs it; the twin answers."""
     w = mx.random.normal((64, 128), key=mx.random.key(0))
     wq, scales, biases = mx.quantize(w, group_size=32, bits=4)  # packs along the 128 outputs
     x = mx.random.normal((2, 64), key=mx.random.key(1))
-    out = q.quantized_matmul(x, wq, scales, biases, transpose=False, group_size=32, bits=4)
+    out = q.quantized_matmul(backend, x, wq, scales, biases, transpose=False, group_size=32, bits=4)
     want = mx.quantized_matmul(x, wq, scales, biases, transpose=False, group_size=32, bits=4)
     np.testing.assert_array_equal(np.array(out), np.array(want))
 
 
 @pytest.mark.parametrize("bits,group_size,K", [(3, 64, 64), (4, 48, 96), (4, 64, 100)])
-def test_unsupported_formats_raise(bits, group_size, K):
+def test_unsupported_formats_raise(backend, bits, group_size, K):
     x = mx.ones((1, K))
     w = mx.zeros((8, max(1, K * bits // 32)), dtype=mx.uint32)
     s = mx.zeros((8, max(1, K // group_size)))
     with pytest.raises(ValueError):
-        q.quantized_matmul(x, w, s, s, group_size=group_size, bits=bits)
+        q.quantized_matmul(backend, x, w, s, s, group_size=group_size, bits=bits)

@@ -1,10 +1,9 @@
-"""rope and the fused qk_norm_rope through the kernels vs the MLX twins.
+"""qk_norm_rope through the kernels vs the plain formulas (fs_mlx/model/reference.py).
 
-rope covers both pairings (rotate-half and interleaved), partial rotation
+The tests cover both pairings (rotate-half and interleaved), partial rotation
 (dims < head_dim: the tail is copied), every head_dim, offsets as an int, a
 scalar array or one per batch row, linear position scaling and explicit
-frequencies (Llama 3's). Heads are rotated 4 per thread (metal/rope.metal),
-so head counts that are not a multiple of 4 leave a partial block.
+frequencies (Llama 3's).
 
 Positions up to 5000 are used: there theta = p * inv_freq reaches ~5000 rad,
 and a float32 theta carries an absolute error of ~3e-4 rad. Both sides form
@@ -18,9 +17,9 @@ from conftest import DTYPES, EXAMPLES, ORDERS, assert_close, f32, normal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fs_mlx import kernels
 from fs_mlx.msl import settings as msl_settings
-from fs_mlx.ops import reference
+from fs_mlx.model import reference
+from fs_mlx.model.rope import Rope, base_inv_freq, make_rope
 
 HEAD_DIMS = [16, 32, 64, 80, 96, 128, 256]
 
@@ -43,37 +42,28 @@ def rope_params(draw):
 
 
 def rope_args(p, B):
+    """(Rope, offset) for the drawn parameters."""
     rng = p["seed"]
-    freqs = None
     if p["freqs"]:  # periods, stretched like Llama 3.1's low frequencies
-        freqs = mx.array([1e4 ** (2 * i / p["dims"]) * (8.0 if i > p["dims"] // 4 else 1.0)
-                          for i in range(p["dims"] // 2)], dtype=mx.float32)
+        periods = mx.array([1e4 ** (2 * i / p["dims"]) * (8.0 if i > p["dims"] // 4 else 1.0)
+                            for i in range(p["dims"] // 2)], dtype=mx.float32)
+        rope = Rope(p["dims"], p["traditional"], p["scale"], None, mx.reciprocal(periods), periods)
+    else:
+        rope = Rope(p["dims"], p["traditional"], p["scale"], p["base"],
+                    base_inv_freq(p["dims"], p["base"]), None)
     offsets = [(rng * 7 + 977 * b) % 5000 for b in range(B)]
     offset = {"int": offsets[0], "scalar": mx.array(offsets[0]),
               "per_batch": mx.array(offsets, dtype=mx.int32)}[p["offset_kind"]]
-    return dict(traditional=p["traditional"], base=p["base"], scale=p["scale"], offset=offset,
-                freqs=freqs)
-
-
-@settings(max_examples=EXAMPLES, deadline=None)
-@given(p=rope_params(), B=st.integers(1, 3), NH=st.integers(1, 9), L=st.integers(1, 12),
-       three_d=st.booleans())
-def test_rope(p, B, NH, L, three_d):
-    shape = (B, L, p["D"]) if three_d else (B, NH, L, p["D"])
-    x = normal(shape, p["seed"], p["dtype"])
-    args = rope_args(p, B)
-    with msl_settings(order=p["order"], seed=p["seed"]):
-        out = kernels.rope(x, p["dims"], **args)
-    assert_close(out, reference.rope(f32(x), p["dims"], **args), p["dtype"])
+    return rope, offset
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(p=rope_params(), B=st.integers(1, 2), L=st.integers(1, 9), Hkv=st.integers(1, 3),
        gqa=st.integers(1, 8), norm=st.booleans(), fused_qkv=st.booleans())
-def test_qk_norm_rope(p, B, L, Hkv, gqa, norm, fused_qkv):
+def test_qk_norm_rope(backend, p, B, L, Hkv, gqa, norm, fused_qkv):
     """Qwen3's q_norm/k_norm + RoPE + transpose (norm=False: Llama's RoPE + transpose).
     fused_qkv: q and k are column slices of one [B, L, (Hq + 2 Hkv) D] matmul output
-    (fs_mlx/fuse.py), read in place through their strides."""
+    (fs_mlx/model/fuse.py), read in place through their strides."""
     D, dtype, seed = p["D"], p["dtype"], p["seed"]
     Hq = Hkv * gqa
     if fused_qkv:
@@ -87,38 +77,40 @@ def test_qk_norm_rope(p, B, L, Hkv, gqa, norm, fused_qkv):
     kw = (1 + normal((D,), seed + 3, std=0.2)).astype(dtype) if norm else None
     args = rope_args(p, B)
     with msl_settings(order=p["order"], seed=seed):
-        q_out, k_out = kernels.qk_norm_rope(q, k, qw, kw, 1e-6, p["dims"], **args)
+        q_out, k_out = backend.qk_norm_rope(q, k, qw, kw, 1e-6, *args)
     rq, rk = reference.qk_norm_rope(f32(q), f32(k), qw if qw is None else f32(qw),
-                                    kw if kw is None else f32(kw), 1e-6, p["dims"], **args)
+                                    kw if kw is None else f32(kw), 1e-6, *args)
     assert_close(q_out, rq, dtype, "q")
     assert_close(k_out, rk, dtype, "k")
 
 
-def test_llama3_freqs_as_the_model_builds_them():
-    """The model's Llama 3.1 periods (fs_mlx/model.py) at a long-context position."""
-    from fs_mlx.model import _llama3_freqs
+def test_llama3_freqs_as_the_model_builds_them(backend):
+    """The model's Llama 3.1 RoPE (fs_mlx/model/rope.py) at a long-context position."""
+    rope = make_rope(64, 500000.0, False, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    q, k = normal((1, 3, 4, 64), 11), normal((1, 3, 2, 64), 12)
+    got = backend.qk_norm_rope(q, k, None, None, 0.0, rope, 4093)
+    want = reference.qk_norm_rope(q, k, None, None, 0.0, rope, 4093)
+    for g, w in zip(got, want):
+        assert_close(g, w, mx.float32)
 
-    freqs = _llama3_freqs(64, 500000.0, {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                         "original_max_position_embeddings": 8192})
-    x = normal((1, 4, 3, 64), 11)
-    args = dict(traditional=False, base=None, scale=1.0, offset=4093, freqs=freqs)
-    assert_close(kernels.rope(x, 64, **args), reference.rope(x, 64, **args), mx.float32)
 
-
-def test_same_pipeline_for_every_position_and_size():
+def test_same_pipeline_for_every_position_and_size(backend):
     """Offsets and sizes are runtime inputs: every call below generates the same
     source, hence one compile (the executor caches by source hash; Metal
     keys its pipelines by kernel name, which is built from the same things)."""
-    if not kernels.using_executor():
+    if not backend.executor:
         return  # the generated source is the executor's to show
-    from fs_mlx.kernels import kernel
-    from fs_mlx.kernels.rope import _offsets, inv_freq
+    from fs_mlx.kernels.rope import _offsets
 
-    k = kernel("rope", ["x", "inv_freq", "offset", "scale", "n_heads"], ["out"])
+    k = backend.kernel("qk_norm_rope", ["q", "k", "q_w", "k_w", "eps", "inv_freq", "offset", "scale"],
+                       ["q_out", "k_out"], row_contiguous=False)
     sources = set()
-    for i, (shape, off) in enumerate([((1, 2, 5, 64), 0), ((2, 3, 1, 64), 77), ((1, 5, 900, 64), 4000)]):
-        inputs = [normal(shape, i), inv_freq(64, 1e4, None), _offsets(off, shape[0]),
-                  mx.array(1.0), mx.array(shape[1], dtype=mx.int32)]
-        _, _, tu, _ = k.generate(inputs, [mx.float32], [("T", mx.float32), ("TRADITIONAL", False)])
+    for i, (B, L, off) in enumerate([(1, 5, 0), (2, 1, 77), (1, 900, 4000)]):
+        q, kk = normal((B, L, 4, 64), i), normal((B, L, 2, 64), i + 1)
+        inputs = [q, kk, mx.ones((64,)), mx.ones((64,)), mx.array(1e-6), base_inv_freq(64, 1e4),
+                  _offsets(off, B), mx.array(1.0)]
+        _, _, tu, _ = k.generate(inputs, [mx.float32, mx.float32],
+                                 [("T", mx.float32), ("TRADITIONAL", False), ("NORM", True)])
         sources.add(tu)
     assert len(sources) == 1

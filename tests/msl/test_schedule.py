@@ -79,10 +79,7 @@ QMM_SECOND_BARRIER = (
 
 @pytest.fixture
 def executor():
-    was = kernels.using_executor()
-    kernels.use_executor(True)
-    yield
-    kernels.use_executor(was)
+    return kernels.MetalBackend(executor=True)
 
 
 def qmm_without_second_barrier():
@@ -112,7 +109,7 @@ def test_qmm_missing_second_barrier_is_caught(executor, K):
     # The shipped kernel is right in every order ...
     for order in ORDERS:
         with settings(order=order):
-            assert close(q.qmm(x, wq, scales, biases, group_size=gs, bits=bits)), order
+            assert close(q.qmm(executor, x, wq, scales, biases, group_size=gs, bits=bits)), order
     # ... and without the barrier wrong in at least one (forward and reverse both)
     broken = qmm_without_second_barrier()
     wrong = []

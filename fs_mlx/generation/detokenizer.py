@@ -12,7 +12,7 @@ in U+FFFD, the replacement character that marks an incomplete UTF-8 sequence
 
 from __future__ import annotations
 
-from .tokenizer import Tokenizer
+from ..formats.tokenizer import Tokenizer
 
 REPLACEMENT = "\ufffd"
 MAX_CHAR_BYTES = 4

@@ -15,8 +15,8 @@ from functools import lru_cache
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import FsxError
-from .tokenizer import Tokenizer
+from ..errors import FsxError
+from ..formats.tokenizer import Tokenizer
 
 # For models without a template: plain ChatML, which most instruction-tuned models know.
 CHATML = (

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import FsxError
+from ..errors import FsxError
 
 
 @dataclass(frozen=True)

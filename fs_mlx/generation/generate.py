@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import mlx.core as mx
 
+from ..errors import FsxError
 from .cache import KVCache, make_cache
 from .detokenizer import StreamingDetokenizer
-from .errors import FsxError
-from .loading import LoadedModel
 from .sample import SamplingParams, make_logits_processors, make_sampler
+
+if TYPE_CHECKING:  # the generation stage takes a loaded model; it does not load one
+    from ..loader import LoadedModel
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds activation memory for long prompts
 
@@ -125,7 +127,7 @@ def decode_tokens(
 
 def stream_generate(
     lm: LoadedModel,
-    prompt: list[int],
+    prompt: list[int] | str,
     params: SamplingParams | None = None,
     max_tokens: int = 256,
     stop: tuple[str, ...] = (),
@@ -133,10 +135,14 @@ def stream_generate(
     ignore_eos: bool = False,
     context: int | None = None,
 ) -> Iterator[Response]:
-    """Generate a reply to `prompt` (token ids), yielding text as it becomes printable.
+    """Generate a reply to `prompt`, yielding text as it becomes printable.
 
-    Passing the same `cache` across calls reuses every prompt token it already holds.
+    prompt: token ids, or text (encoded as is: apply a chat template first with
+    generation.chat.Conversation for a chat model). Passing the same `cache`
+    across calls reuses every prompt token it already holds.
     """
+    if isinstance(prompt, str):
+        prompt = lm.tokenizer.encode(prompt)
     params = (params or SamplingParams()).validate()
     if max_tokens < 1:
         raise FsxError(f"max tokens must be at least 1, got {max_tokens}")
@@ -215,7 +221,7 @@ def _split_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str, bool]:
     return (text[:-keep], text[-keep:], False) if keep else (text, "", False)
 
 
-def generate(lm: LoadedModel, prompt: list[int], **kwargs) -> tuple[str, list[int], Response]:
+def generate(lm: LoadedModel, prompt: list[int] | str, **kwargs) -> tuple[str, list[int], Response]:
     """The whole reply at once: (text, generated token ids, final response with stats)."""
     text, ids = [], []
     for r in stream_generate(lm, prompt, **kwargs):

@@ -1,10 +1,12 @@
-"""From a model directory to a ready Transformer and Tokenizer.
+"""`load`: from MODEL to a ready model, tokenizer and backend.
 
-    MODEL              -> hub.resolve: a directory or a .gguf file (downloaded if needed)
-    config.json        -> ModelConfig -> Transformer (empty)
+    MODEL              -> formats.hub.resolve: a directory or a .gguf file (downloaded if needed)
+    --kernels CHOICE   -> the backend every layer computes with (model/backends.py)
+    config.json        -> ModelConfig -> Transformer(config, backend), empty, in the checkpoint's layout
     *.safetensors      -> tensors -> sanitize (name mapping) -> checked -> cast -> loaded
+                       -> fuse: q/k/v and gate/up joined (the load hook, model/fuse.py)
     tokenizer*.json    -> Tokenizer
-    (a .gguf file gives all three from one file: gguf.py; quantized layers: quantize.py)
+    (a .gguf file gives all three from one file: formats/gguf.py; quantized layers: model/quantized.py)
 
 Every tensor is checked against the parameter the model expects before any
 is loaded, so a wrong checkpoint fails with the tensor's name and file.
@@ -19,23 +21,48 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .config import ModelConfig, load_config
 from .errors import FsxError
-from .hub import resolve
-from .model import Transformer
-from .tokenizer import Tokenizer
-from .weights import TensorInfo, load_tensors
+from .formats.hub import resolve
+from .formats.safetensors import TensorInfo, load_tensors
+from .formats.tokenizer import Tokenizer
+from .model.backends import KERNEL_CHOICES, MLXBackend, ReferenceBackend
+from .model.config import ModelConfig, load_config
+from .model.fuse import fuse
+from .model.transformer import Transformer
 
 FLOAT_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
 @dataclass
 class LoadedModel:
-    model: Transformer
+    model: Transformer  # model.ops is its backend
     tokenizer: Tokenizer
     config: ModelConfig
     path: Path
     dtype: mx.Dtype  # compute dtype of activations and float weights
+
+    @property
+    def kernels(self) -> str:
+        """The backend's name: mlx, metal, msl or reference."""
+        return self.model.ops.name
+
+
+def make_backend(choice: str = "auto"):
+    """The backend for --kernels CHOICE: auto | metal | mlx | msl | reference (model/backends.py)."""
+    if choice not in KERNEL_CHOICES:
+        raise FsxError(f"--kernels must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
+    if choice == "auto":
+        choice = "metal" if mx.metal.is_available() else "mlx"
+    if choice == "mlx":
+        return MLXBackend()
+    if choice == "reference":
+        return ReferenceBackend()
+    if choice == "metal" and not mx.metal.is_available():
+        raise FsxError("--kernels metal needs an Apple GPU (Metal is not available here; "
+                       "--kernels msl runs the same kernels on the CPU, slowly)")
+    from .kernels import MetalBackend
+
+    return MetalBackend(executor=(choice == "msl"))
 
 
 def compute_dtype(config: ModelConfig) -> mx.Dtype:
@@ -60,19 +87,24 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 def load(
-    model: str | Path | None,
+    model: str | Path | None = None,
+    kernels="auto",
     dtype: mx.Dtype | None = None,
     quantize: tuple[int, int] | None = None,
 ) -> LoadedModel:
     """MODEL (directory, .gguf, alias, repo id; None = the default) -> LoadedModel.
 
+    kernels: "auto" | "metal" | "mlx" | "msl" | "reference", or a backend object
+    (e.g. CountingBackend(MLXBackend())). The model keeps it: two models loaded
+    with different backends run side by side.
     quantize=(bits, group_size) quantizes float weights while loading, exactly as
-    `fsx quantize` would write them (see quantize.py).
+    `fsx quantize` would write them (formats/quantize.py).
     """
+    backend = make_backend(kernels) if isinstance(kernels, str) else kernels
     where = resolve(model)
     index = None
     if where.kind == "gguf":
-        from .gguf import load_gguf
+        from .formats.gguf import load_gguf
 
         config, tensors, tokenizer = load_gguf(where.path)
     else:
@@ -87,24 +119,21 @@ def load(
     if quantize is not None:
         config, tensors = quantize_on_load(config, tensors, *quantize)
     dtype = dtype or compute_dtype(config)
-    transformer = build_model(config, tensors, index, dtype)
-    from .fuse import fuse, fusion_helps
-
-    if fusion_helps():  # our kernels: q/k/v and gate/up as single layers (fuse.py)
-        fuse(transformer)
+    transformer = build_model(config, tensors, index, dtype, backend)
     return LoadedModel(transformer, tokenizer, config, where.path, dtype)
 
 
 def quantize_on_load(
     config: ModelConfig, tensors: dict[str, mx.array], bits: int, group_size: int
 ) -> tuple[ModelConfig, dict[str, mx.array]]:
-    from .quantize import cast_floats, check_spec, quantize_tensors, storage_dtype
+    from .formats.quantize import cast_floats, quantize_tensors, storage_dtype
+    from .model.quantized import check_spec
 
     check_spec(bits, group_size)
     if config.quantization:
         raise FsxError(f"the model is already quantized ({config.quantization}); "
                        "--quantize needs float weights")
-    skeleton = Transformer(config)  # structure only: its arrays are never evaluated
+    skeleton = Transformer(config, ops=None)  # structure only: its arrays are never evaluated
     tensors = cast_floats(skeleton.sanitize(tensors), storage_dtype({"torch_dtype": config.torch_dtype}))
     tensors, block = quantize_tensors(skeleton, tensors, bits, group_size)
     return dataclasses.replace(config, quantization=block), tensors
@@ -115,12 +144,15 @@ def build_model(
     tensors: dict[str, mx.array],
     index: dict[str, TensorInfo] | None,
     dtype: mx.Dtype,
+    backend,
 ) -> Transformer:
-    """An empty Transformer for `config`, filled with `tensors` (checked, cast)."""
-    model = Transformer(config)
+    """A Transformer for `config` computing with `backend`, filled with `tensors` (checked, cast)."""
+    model = Transformer(config, backend)
     tensors = model.sanitize(tensors)
     if config.quantization:
-        from .quantize import quantize_structure  # swaps Linear layers for quantized ones
+        from .model.quantized import (
+            quantize_structure,  # swaps Linear layers for quantized ones
+        )
 
         quantize_structure(model, config.quantization, tensors)
     check_tensors(model, tensors, index or {})
@@ -129,8 +161,7 @@ def build_model(
         for k, v in tensors.items()
     }
     model.load_weights(list(tensors.items()), strict=True)
-    mx.eval(model.parameters())
-    return model
+    return fuse(model)  # q/k/v and gate/up joined; evaluates the parameters
 
 
 def check_tensors(model: Transformer, tensors: dict[str, mx.array], index: dict[str, TensorInfo]):
@@ -160,7 +191,8 @@ def load_tokenizer(model: str | Path | None) -> Tokenizer:
     """Only the tokenizer (fast: no weights are read)."""
     where = resolve(model)
     if where.kind == "gguf":
-        from .gguf import build_tokenizer, read_header
+        from .formats.gguf import read_header
+        from .formats.gguf_tokenizer import build_tokenizer
 
         return build_tokenizer(read_header(where.path))
     return Tokenizer.from_dir(where.path)

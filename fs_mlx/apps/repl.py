@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from .chat import Conversation, has_thinking
-from .errors import FsxError
-from .generate import GenerationStats, PromptCache, stream_generate
-from .loading import LoadedModel
-from .sample import SamplingParams
+from ..errors import FsxError
+from ..generation.chat import Conversation, has_thinking
+from ..generation.generate import GenerationStats, PromptCache, stream_generate
+from ..generation.sample import SamplingParams
+from ..loader import LoadedModel
 
 HELP = """\
 commands:

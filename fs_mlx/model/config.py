@@ -14,12 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FsxError
+from ..errors import FsxError
+from .rope import SCALING_TYPES, scaling_type
 
-# model_type -> does attention normalise q and k per head (RMSNorm over head_dim)?
-SUPPORTED_ARCHITECTURES = {"qwen3": True, "llama": False}
+# model_type -> what that family fixes, whatever its config.json says:
+#   qk_norm  attention RMS-normalises q and k per head (over head_dim) before RoPE
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "qwen3": {"qk_norm": True},
+    "llama": {"qk_norm": False},
+}
 
 # These have no sensible default: a checkpoint that lacks one is broken.
+FIXED_BY_ARCHITECTURE = {name for arch in ARCHITECTURES.values() for name in arch}
+
 REQUIRED_FIELDS = (
     "model_type",
     "hidden_size",
@@ -54,6 +61,7 @@ class ModelConfig:
     bos_token_id: int | None = None
     # mlx-community quantized checkpoints: {"group_size": 64, "bits": 4, ...}
     quantization: dict[str, Any] | None = None
+    qk_norm: bool = False  # set from ARCHITECTURES[model_type]
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -62,14 +70,12 @@ class ModelConfig:
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         self.validate()
-
-    @property
-    def qk_norm(self) -> bool:
-        return SUPPORTED_ARCHITECTURES[self.model_type]
+        for name, value in ARCHITECTURES[self.model_type].items():
+            setattr(self, name, value)
 
     def validate(self) -> None:
-        if self.model_type not in SUPPORTED_ARCHITECTURES:
-            supported = ", ".join(sorted(SUPPORTED_ARCHITECTURES))
+        if self.model_type not in ARCHITECTURES:
+            supported = ", ".join(sorted(ARCHITECTURES))
             raise FsxError(
                 f"unsupported architecture model_type={self.model_type!r}; "
                 f"fs-mlx supports: {supported}"
@@ -81,15 +87,15 @@ class ModelConfig:
             )
         if self.hidden_act not in ("silu", "swish"):
             raise FsxError(f"unsupported hidden_act {self.hidden_act!r}; only silu (SwiGLU)")
-        kind = (self.rope_scaling or {}).get("rope_type") or (self.rope_scaling or {}).get("type")
-        if kind not in (None, "default", "linear", "llama3"):
-            raise FsxError(f"unsupported rope_scaling type {kind!r}; supported: linear, llama3")
+        kind = scaling_type(self.rope_scaling)
+        if kind is not None and kind not in SCALING_TYPES:
+            raise FsxError(f"unsupported rope_scaling type {kind!r}; supported: {', '.join(SCALING_TYPES)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
         # An unsupported architecture is the more useful message: check it first.
-        if d.get("model_type") is not None and d["model_type"] not in SUPPORTED_ARCHITECTURES:
-            supported = ", ".join(sorted(SUPPORTED_ARCHITECTURES))
+        if d.get("model_type") is not None and d["model_type"] not in ARCHITECTURES:
+            supported = ", ".join(sorted(ARCHITECTURES))
             raise FsxError(
                 f"{source}: unsupported architecture model_type={d['model_type']!r}; "
                 f"fs-mlx supports: {supported}"
@@ -106,7 +112,7 @@ class ModelConfig:
             d["rope_scaling"] = rope_params
         if d.get("torch_dtype") is None and d.get("dtype") is not None:
             d["torch_dtype"] = d["dtype"]
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", *FIXED_BY_ARCHITECTURE}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from .errors import FsxError
+from ..errors import FsxError
 
 
 @dataclass

@@ -36,9 +36,9 @@ from typing import Any, BinaryIO
 
 import mlx.core as mx
 
-from .config import ModelConfig
-from .errors import FsxError
-from .gguf_tokenizer import build_tokenizer  # noqa: F401  (gguf.build_tokenizer)
+from ..errors import FsxError
+from .gguf_tokenizer import build_tokenizer
+from ..model.config import ModelConfig
 
 # --- the header ------------------------------------------------------------------
 
@@ -273,7 +273,7 @@ def _llama3_scaling(header: GGUFHeader, base: float, head_dim: int) -> dict[str,
     """
     import numpy as np
 
-    from .model import _llama3_freqs
+    from ..model.rope import llama3_periods
 
     t = header.tensors["rope_freqs.weight"]
     if t.type != "F32" or t.shape != (head_dim // 2,):
@@ -282,7 +282,7 @@ def _llama3_scaling(header: GGUFHeader, base: float, head_dim: int) -> dict[str,
         f.seek(header.data_start + t.offset)
         divisors = np.frombuffer(f.read(t.nbytes), dtype="<f4")
     scaling = {**LLAMA3_ROPE, "factor": float(divisors.max())}
-    periods = np.array(_llama3_freqs(head_dim, base, scaling))  # mx.fast.rope's `freqs`
+    periods = np.array(llama3_periods(head_dim, base, scaling))  # mx.fast.rope's `freqs`
     plain = base ** (np.arange(0, head_dim, 2) / head_dim)
     if not np.allclose(periods / plain, divisors, rtol=1e-4):
         raise FsxError(f"{header.path}: rope_freqs do not follow Llama 3's RoPE scaling; not supported")

@@ -11,7 +11,7 @@ needs (parameter bytes as held in memory, KV-cache shape and dtype); bench.py do
 arithmetic. mlx-lm reads directories only, so a .gguf is exported for it once
 (`export_gguf`).
 
-    python -m fs_mlx.bench_engines      # the worker: one engine, driven on stdin
+    python -m fs_mlx.apps.bench_engines      # the worker: one engine, driven on stdin
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .errors import FsxError
+from ..errors import FsxError
 
 
 def model_param_bytes(model) -> dict[str, int]:
@@ -72,20 +72,18 @@ class FsxEngine:
 
     def __init__(self, model: str | None, kernels: str, quantize: tuple[int, int] | None = None,
                  dtype: str | None = None):
-        from .loading import load
-        from .ops import set_kernels
+        from ..loader import load
 
-        self.kernels = set_kernels(kernels)
         t = time.perf_counter()
-        self.lm = load(model, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
+        self.lm = load(model, kernels=kernels, dtype=getattr(mx, dtype) if dtype else None,
+                       quantize=quantize)
+        self.kernels = self.lm.kernels
         self.load_s = time.perf_counter() - t
         self.cache = None
 
     def run(self, new_ids: list[int], gen: int, fresh: bool) -> dict:
-        from . import ops
-        from .generate import PromptCache, stream_generate
+        from ..generation.generate import PromptCache, stream_generate
 
-        ops.set_kernels(self.kernels)  # several fsx engines may alternate in one process
         if fresh or self.cache is None:
             self.cache = PromptCache(self.lm.model)
         prompt = self.cache.tokens + new_ids  # reuse() finds the cached prefix
@@ -165,7 +163,7 @@ class WorkerEngine:
         {"engine": "fsx", "model", "kernels", "quantize", "dtype"}."""
         self.name, self.kernels = name, kernels
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block it
-        self.proc = subprocess.Popen([sys.executable, "-m", "fs_mlx.bench_engines"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "fs_mlx.apps.bench_engines"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, bufsize=1)
         self.kernels = self._call({"op": "load", **load}).get("kernels", kernels)
@@ -246,7 +244,7 @@ def mlx_lm_checkpoint(path: Path, progress: Callable[[str], None]) -> str:
     """
     if path.is_dir():
         return str(path)
-    from .hub import cache_dir
+    from ..formats.hub import cache_dir
 
     st = path.stat()
     out = cache_dir() / "mlx-lm" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
@@ -260,13 +258,16 @@ def export_gguf(path: Path, out: Path) -> None:
     """A .gguf -> config.json + model.safetensors + tokenizer files, MLX layout (atomic)."""
     import shutil
 
-    from .gguf import build_tokenizer, config_from_header, load_tensors, read_header
+    from ..formats.gguf import config_from_header, load_tensors, read_header
+    from ..formats.gguf_tokenizer import build_tokenizer
+    from ..model.config import FIXED_BY_ARCHITECTURE
 
     header = read_header(path)
     config = config_from_header(header)
     tensors = load_tensors(header, config)
     tok = build_tokenizer(header)
-    raw = {k: v for k, v in asdict(config).items() if k != "extra" and v is not None}
+    raw = {k: v for k, v in asdict(config).items()
+           if k not in ("extra", *FIXED_BY_ARCHITECTURE) and v is not None}
     if config.quantization:
         q = dict(config.quantization)
         for name, scales in tensors.items():  # layers whose width differs from the default

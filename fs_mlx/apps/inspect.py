@@ -10,9 +10,9 @@ import math
 import re
 from collections import defaultdict
 
-from .config import load_config
-from .hub import resolve
-from .weights import tensor_index
+from ..formats.hub import resolve
+from ..formats.safetensors import tensor_index
+from ..model.config import load_config
 
 COMPUTE_BYTES_CPU = 4  # float32 activations and float weights on MLX's CPU backend
 
@@ -50,7 +50,7 @@ def describe(model: str) -> dict:
 
 
 def _describe_gguf(path) -> dict:
-    from .gguf import config_from_header, inspect_tensors, read_header
+    from ..formats.gguf import config_from_header, inspect_tensors, read_header
 
     header = read_header(path)
     config = config_from_header(header)

@@ -15,8 +15,8 @@ import traceback
 
 import click
 
-from .errors import FsxError
-from .hub import DEFAULT_MODEL, aliases_help
+from ..errors import FsxError
+from ..formats.hub import DEFAULT_MODEL, aliases_help
 
 
 class FsxGroup(click.Group):
@@ -42,7 +42,7 @@ def _version_message() -> str:
     """`fsx --version`: also which BLAS MLX's CPU backend got (fs_mlx/openblas.py)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .openblas import STATUS
+    from ..openblas import STATUS
 
     try:
         mlx = version("mlx")
@@ -83,9 +83,10 @@ def quantize_spec(quantize: str | None, group_size: str | None) -> tuple[int, in
 
 
 KERNELS = click.option(
-    "--kernels", type=click.Choice(["auto", "metal", "mlx", "msl"]), default="auto", show_default=True,
+    "--kernels", type=click.Choice(["auto", "metal", "mlx", "msl", "reference"]), default="auto", show_default=True,
     help="which implementation runs the ops: hand-written Metal kernels (metal), MLX's own "
-         "(mlx), or the Metal kernels through the CPU executor (msl: slow, for tests and learning)",
+         "(mlx), the Metal kernels through the CPU executor (msl: slow, for tests and learning), "
+         "or the plain formulas (reference: slowest, the oracle)",
 )
 
 
@@ -111,7 +112,7 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--no-special", is_flag=True, help="do not add the tokenizer's special tokens (BOS)")
 def tokenize(model: str, text: str, as_json: bool, no_special: bool) -> None:
     """Show how MODEL's tokenizer splits TEXT ('-' reads standard input)."""
-    from .loading import load_tokenizer
+    from ..loader import load_tokenizer
 
     tok = load_tokenizer(model)
     text = sys.stdin.read() if text == "-" else text
@@ -129,7 +130,7 @@ def tokenize(model: str, text: str, as_json: bool, no_special: bool) -> None:
 @click.argument("ids")
 def detokenize(model: str, ids: str) -> None:
     """Turn IDS (e.g. '1,2,3' or '[1, 2, 3]') back into text."""
-    from .loading import load_tokenizer
+    from ..loader import load_tokenizer
 
     tok = load_tokenizer(model)
     click.echo(tok.decode(parse_ids(ids, tok.vocab_size)))
@@ -162,14 +163,12 @@ def parse_ids(text: str, vocab_size: int) -> list[int]:
 def logits(model: str, text: str | None, ids: str | None, top: int, out: str | None, kernels: str,
            quantize: str | None, group_size: str | None) -> None:
     """Run MODEL once over a prompt and show the next-token distribution."""
-    from .forward import logits_for, top_k_report
-    from .loading import load
-    from .ops import set_kernels
+    from ..generation.forward import logits_for, top_k_report
+    from ..loader import load
 
     if (text is None) == (ids is None):
         raise FsxError("give exactly one of --text or --ids")
-    set_kernels(kernels)
-    lm = load(model, quantize=quantize_spec(quantize, group_size))
+    lm = load(model, kernels=kernels, quantize=quantize_spec(quantize, group_size))
     tokens = lm.tokenizer.encode(text) if text is not None else parse_ids(ids, lm.config.vocab_size)
     if not tokens:
         raise FsxError("the text tokenizes to no tokens")
@@ -177,7 +176,7 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
     if out:
         import numpy as np
 
-        from .files import write_atomic
+        from ..files import write_atomic
 
         write_atomic(out, lambda f: np.save(f, values))
         click.echo(f"wrote {out}: float32 {list(values.shape)}", err=True)
@@ -195,8 +194,8 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
               help="new directory for the quantized checkpoint (must not exist)")
 def quantize(model: str, bits: str, group_size: str, out: str) -> None:
     """Write MODEL's weights quantized (MLX affine format; loads in fsx and mlx-lm)."""
-    from .loading import resolve_model_dir
-    from .quantize import write_quantized
+    from ..formats.quantize import write_quantized
+    from ..loader import resolve_model_dir
 
     r = write_quantized(resolve_model_dir(model), out, int(bits), int(group_size),
                         progress=lambda m: click.echo(m, err=True))
@@ -238,22 +237,21 @@ def prepare(model: str, kernels: str, kw: dict, quiet: bool = False):
     """Load the model and settle the sampling parameters (user > checkpoint > greedy)."""
     import time
 
-    from .loading import load
-    from .ops import set_kernels
-    from .sample import checkpoint_defaults, resolve_params
+    from ..generation.sample import checkpoint_defaults, resolve_params
+    from ..loader import load, make_backend
 
     user = {k: kw.get(k) for k in SAMPLING_KEYS}
     resolve_params(user, {})  # reject bad options before a long load
-    set_kernels(kernels)
+    backend = make_backend(kernels)  # a bad --kernels fails before the load
     if not quiet:
         click.echo(f"loading {model or f'{DEFAULT_MODEL} (the default model)'} ...", err=True)
     t = time.perf_counter()
-    lm = load(model, quantize=quantize_spec(kw.get("quantize"), kw.get("group_size")))
+    lm = load(model, kernels=backend, quantize=quantize_spec(kw.get("quantize"), kw.get("group_size")))
     params, described = resolve_params(user, checkpoint_defaults(lm.path if lm.path.is_dir() else None))
     context = min(kw.get("context") or 32768, lm.config.max_position_embeddings)
     if not quiet:
         click.echo(f"loaded in {time.perf_counter() - t:.1f} s | sampling: {described} | "
-                   f"context {context} | kernels {kernels}", err=True)
+                   f"context {context} | kernels {lm.kernels}", err=True)
     return lm, params, context
 
 
@@ -271,8 +269,8 @@ def prepare(model: str, kernels: str, kw: dict, quiet: bool = False):
 def generate(model: str, prompt: str, raw: bool, max_tokens: int, ignore_eos: bool,
              as_json: bool, kernels: str, **kw) -> None:
     """Generate one reply to PROMPT and exit (scriptable: text to stdout, stats to stderr)."""
-    from .chat import Conversation
-    from .generate import stream_generate
+    from ..generation.chat import Conversation
+    from ..generation.generate import stream_generate
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -382,7 +380,7 @@ def msl_demo(args: tuple[str, ...]) -> None:
     """Run a Metal kernel on this CPU through the MSL executor and print what every
     thread computed (options: --dim, --threadgroup, --order, --show-source, --bench;
     see `fsx msl-demo --help`)."""
-    from .msl.__main__ import main as demo
+    from ..msl.__main__ import main as demo
 
     try:
         demo(list(args))

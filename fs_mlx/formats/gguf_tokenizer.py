@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import FsxError
+from ..errors import FsxError
 
 if TYPE_CHECKING:
     from .gguf import GGUFHeader

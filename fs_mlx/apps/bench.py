@@ -35,8 +35,8 @@ from typing import Callable
 
 import mlx.core as mx
 
-from .errors import FsxError
-from .files import write_atomic
+from ..errors import FsxError
+from ..files import write_atomic
 
 # --- memory bandwidth ---------------------------------------------------------------
 
@@ -137,7 +137,7 @@ class Settings:
                 found = False
             if not found:
                 raise FsxError("--compare mlx-lm needs mlx-lm installed (pip install mlx-lm)")
-        from .ops import KERNEL_CHOICES
+        from ..model.backends import KERNEL_CHOICES
 
         for k in self.kernels:
             if k not in KERNEL_CHOICES:
@@ -193,8 +193,8 @@ def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) ->
 
     model, quantize = s.model, s.quantize
     if quantize and s.compare:  # mlx-lm cannot quantize on load: both read one written copy
-        from .loading import resolve_model_dir
-        from .quantize import write_quantized
+        from ..formats.quantize import write_quantized
+        from ..loader import resolve_model_dir
 
         model = str(workdir / "quantized")
         progress(f"quantizing to {quantize[0]} bits, group {quantize[1]} (fsx quantize) ...")
@@ -373,7 +373,7 @@ def resolve_bandwidth(override: float | None) -> tuple[float | None, str]:
 
 
 def machine_info(bandwidth: float | None, source: str) -> dict:
-    from . import openblas
+    from .. import openblas
 
     cpu = platform.processor()
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from .errors import FsxError
+from ..errors import FsxError
 
 DTYPE_BYTES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2,

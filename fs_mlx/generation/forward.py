@@ -6,11 +6,15 @@ official implementation: no cache, no sampling, just the network.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import mlx.core as mx
 import numpy as np
 
-from .loading import LoadedModel
-from .tokenizer import Tokenizer
+from ..formats.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # the generation stage takes a loaded model; it does not load one
+    from ..loader import LoadedModel
 
 
 def logits_for(lm: LoadedModel, tokens: list[int], trace: dict | None = None) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from .errors import FsxError
+from ..errors import FsxError
 
 Sampler = Callable[[mx.array], mx.array]  # logits [B, V] -> tokens [B]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]  # (past tokens [T], logits [B, V])

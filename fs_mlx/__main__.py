@@ -1,0 +1,5 @@
+"""`python -m fs_mlx ...` is `fsx ...`."""
+
+from .apps.cli import main
+
+main()

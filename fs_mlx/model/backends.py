@@ -1,0 +1,135 @@
+"""Backends: who computes the ops. A model holds one; two models may hold different ones.
+
+The model never calls a kernel or an `mx.fast` function directly: each layer
+calls its backend's method (`self.ops.rms_norm(...)`). A backend is a plain
+object with these methods, identical in signature across implementations:
+
+    rms_norm(x, weight, eps)                          x [..., D] -> [..., D]
+    add_rms_norm(x, residual, weight, eps)            -> (h = x + residual, rms_norm(h))
+    qk_norm_rope(q, k, q_weight, k_weight, eps, rope, offset)
+                                                      q [B, L, Hq, D], k [B, L, Hkv, D] -> [B, H, L, D] each
+    attention(q, k, v, *, scale, mask)                q [B, Hq, L, D], k/v [B, Hkv, S, D] -> [B, Hq, L, D]
+    swiglu(gate, up)                                  silu(gate) * up
+    linear(x, weight, bias)                           x [..., in] @ weight.T (+ bias), weight [out, in]
+    quantized_matmul(x, w, scales, biases, *, transpose, group_size, bits)
+    quantized_swiglu(x, w, scales, biases, *, group_size, bits)     w = [gate; up]
+
+The implementations:
+  "mlx"        MLXBackend: MLX's own ops (`mx.fast.*`) — runs wherever MLX runs
+  "metal"      fs_mlx.kernels.MetalBackend(): the hand-written kernels in metal/ (Apple GPUs)
+  "msl"        fs_mlx.kernels.MetalBackend(executor=True): the same kernels on the CPU,
+               through the MSL executor (fs_mlx/msl) — exact and slow, for tests and learning
+  "reference"  ReferenceBackend: the formulas in plain ops (reference.py) — the truth
+  "auto"       metal where `mx.metal.is_available()`, else mlx
+
+`CountingBackend(inner)` wraps any of them and counts the calls per op: on the
+Metal backend each call is one kernel launch (attention with key splits: two).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import mlx.core as mx
+
+from . import reference
+from .rope import Rope
+
+KERNEL_CHOICES = ("auto", "metal", "mlx", "msl", "reference")
+OPS = ("rms_norm", "add_rms_norm", "qk_norm_rope", "attention", "swiglu", "linear",
+       "quantized_matmul", "quantized_swiglu")
+
+# MLX's CPU quantized matmul costs about one matrix-vector product per row of x,
+# so prefilling L tokens costs L decode steps (measured: 64 rows through the
+# 49152x576 SmolLM2 head, 3.6 s). From this many rows on, dequantizing the
+# matrix once (~0.2 s for that head) and using the float BLAS matmul is faster.
+CPU_DENSE_ROWS = 8
+
+
+class MLXBackend:
+    """MLX's own ops: `mx.fast.rms_norm`, `mx.fast.rope`, `mx.fast.scaled_dot_product_attention`, ..."""
+
+    name = "mlx"
+
+    def rms_norm(self, x, weight, eps):
+        return mx.fast.rms_norm(x, weight, eps)
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        h = x + residual
+        return h, mx.fast.rms_norm(h, weight, eps)
+
+    def qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope: Rope, offset):
+        if q_weight is not None:  # Qwen3: RMSNorm per head, over head_dim
+            q, k = mx.fast.rms_norm(q, q_weight, eps), mx.fast.rms_norm(k, k_weight, eps)
+        q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)  # [B, H, L, D]
+        return self._rope(q, rope, offset), self._rope(k, rope, offset)
+
+    @staticmethod
+    def _rope(x, rope: Rope, offset):
+        return mx.fast.rope(x, rope.dims, traditional=rope.traditional, base=rope.base,
+                            scale=rope.scale, offset=offset, freqs=rope.periods)
+
+    def attention(self, q, k, v, *, scale, mask):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+
+    def swiglu(self, gate, up):
+        return gate * mx.sigmoid(gate) * up
+
+    def linear(self, x, weight, bias=None):
+        y = x @ weight.T
+        return y if bias is None else y + bias
+
+    def quantized_matmul(self, x, w, scales, biases, *, transpose=True, group_size=64, bits=4):
+        rows = x.size // x.shape[-1]
+        if rows >= CPU_DENSE_ROWS and mx.default_device() == mx.cpu:
+            W = mx.dequantize(w, scales, biases, group_size=group_size, bits=bits)  # [out, in]
+            y = self.linear(x, W.astype(x.dtype)) if transpose else x @ W.astype(x.dtype)
+            # Computed now, so this float copy of W is freed before the next layer's is
+            # made: left lazy, MLX materialises several layers' copies at once
+            # (measured: +10-24 % peak memory over mlx-lm on quantized models).
+            mx.eval(y)
+            return y
+        # On the CPU x and the scales are float32: with bf16 activations
+        # mx.quantized_matmul accumulates in bf16 (5-8 % off) and is ~10x slower.
+        return mx.quantized_matmul(x, w, scales, biases, transpose=transpose,
+                                   group_size=group_size, bits=bits)
+
+    def quantized_swiglu(self, x, w, scales, biases, *, group_size=64, bits=4):
+        y = self.quantized_matmul(x, w, scales, biases, group_size=group_size, bits=bits)
+        gate, up = mx.split(y, 2, axis=-1)
+        return self.swiglu(gate, up)
+
+
+class ReferenceBackend:
+    """The plain formulas of reference.py: slow, exact, the oracle for the others."""
+
+    name = "reference"
+    rms_norm = staticmethod(reference.rms_norm)
+    add_rms_norm = staticmethod(reference.add_rms_norm)
+    qk_norm_rope = staticmethod(reference.qk_norm_rope)
+    attention = staticmethod(reference.attention)
+    swiglu = staticmethod(reference.swiglu)
+    linear = staticmethod(reference.linear)
+    quantized_matmul = staticmethod(reference.quantized_matmul)
+    quantized_swiglu = staticmethod(reference.quantized_swiglu)
+
+
+class CountingBackend:
+    """Wraps a backend and counts its calls per op (`calls`), e.g. to report launches per token."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, op: str):
+        fn = getattr(self.inner, op)
+        if op not in OPS:
+            return fn
+
+        def counted(*args, **kwargs):
+            self.calls[op] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
