@@ -29,8 +29,8 @@ from pathlib import Path
 import fs_mlx
 assert Path(fs_mlx.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()), fs_mlx.__file__
 import mlx.core as mx, numpy as np
-from fs_mlx import kernels
-kernels.use_executor(True)
+from fs_mlx.kernels import MetalBackend
+kernels = MetalBackend(executor=True)
 x = mx.random.normal((3, 100), key=mx.random.key(0))
 w = 1 + 0.1 * mx.random.normal((100,), key=mx.random.key(1))
 out = kernels.rms_norm(x, w, 1e-6)
