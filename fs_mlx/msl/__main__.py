@@ -1,5 +1,5 @@
-"""`python -m fs_mlx.msl`: run an RMSNorm kernel through the executor and
-print what every thread computed on the way.
+"""`python -m fs_mlx.msl` (`fsx msl-demo`): run the project's RMSNorm kernel
+through the executor and print what every thread computed on the way.
 
 A Metal kernel cannot print, so the way to look inside one is the same here
 as on a Mac: give it an extra output buffer and write intermediate values into
@@ -7,8 +7,8 @@ it, one slot per thread. The demo does that for the row reduction every
 normalization kernel does (per-thread partial sums, simd_sum within each SIMD
 group, a threadgroup reduce across groups) and checks the result with numpy.
 
-    python -m fs_mlx.msl                      # 1 row of 96, threadgroup of 64
-    python -m fs_mlx.msl --dim 300 --threadgroup 128 --order random
+    python -m fs_mlx.msl                      # 1 row of 300: 96 threads, 4 elements each
+    python -m fs_mlx.msl --dim 1000 --threadgroup 128 --order random
     python -m fs_mlx.msl --show-source        # the kernel source MLX would compile
     python -m fs_mlx.msl --bench              # compile / load / run times on this machine
 """
@@ -22,55 +22,41 @@ import numpy as np
 
 from fs_mlx.msl import metal_kernel, settings
 
-# RMSNorm over one row per threadgroup, plus a `dbg` buffer of 4 floats per thread:
-#   0: this thread's sum of squares   1: after simd_sum (its SIMD group's sum)
+# The demo runs the project's own RMSNorm (metal/rms_norm.metal with its
+# header metal/common.h), with a `dbg` output of 4 floats per thread added:
+#   0: this thread's sum of squares   1: its SIMD group's sum (simd_sum)
 #   2: the row's sum of squares       3: the 1/rms factor the thread applies
-DEMO_SOURCE = """
-uint row = threadgroup_position_in_grid.x;
-uint tid = thread_index_in_threadgroup;
-uint lane = thread_index_in_simdgroup;
-uint sg = simdgroup_index_in_threadgroup;
-uint D = x_shape[1];
-threadgroup float partial[32];
-device float* my_dbg = dbg + (row * threads_per_threadgroup.x + tid) * 4;
-
-// Sum of squares of this thread's elements
-float acc = 0.0f;
-for (uint i = tid; i < D; i += threads_per_threadgroup.x) {
-  float v = float(x[row * D + i]);
-  acc += v * v;
-}
+# The lines are inserted after the kernel computes `inv`; the rest is the
+# kernel exactly as the model runs it.
+DEBUG_ANCHOR = "float inv = "
+DEBUG_LINES = """
+// (msl-demo) what this thread saw, 4 floats per thread
+device float* my_dbg = dbg + (size_t(row) * tg + tid) * 4;
 my_dbg[0] = acc;
-// Reduce within the SIMD group, write one partial per group
-acc = simd_sum(acc);
-my_dbg[1] = acc;
-if (lane == 0) {
-  partial[sg] = acc;
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-// Accumulate over SIMD groups
-if (sg == 0) {
-  float p = lane < simdgroups_per_threadgroup ? partial[lane] : 0.0f;
-  p = simd_sum(p);
-  if (lane == 0) {
-    partial[0] = p;
-  }
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-my_dbg[2] = partial[0];
-float inv = metal::rsqrt(partial[0] / float(D) + eps);
+my_dbg[1] = simd_sum(acc);
+my_dbg[2] = total;
 my_dbg[3] = inv;
-for (uint i = tid; i < D; i += threads_per_threadgroup.x) {
-  out[row * D + i] = T(float(x[row * D + i]) * inv * float(w[i]));
-}
 """
+
+
+def debug_rms_norm_source() -> tuple[str, str]:
+    """(body, header): metal/rms_norm.metal with the dbg writes after its `inv` line."""
+    from fs_mlx.kernels import source
+
+    body = source("rms_norm")
+    at = body.find(DEBUG_ANCHOR)
+    if at < 0:
+        raise RuntimeError(f"metal/rms_norm.metal has no line starting `{DEBUG_ANCHOR}` to add the demo's dbg writes after")
+    end = body.index("\n", at) + 1
+    return body[:end] + DEBUG_LINES + body[end:], source("common.h")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fs_mlx.msl", description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1)
-    p.add_argument("--dim", type=int, default=96, help="row length D")
-    p.add_argument("--threadgroup", type=int, default=64, help="threads per row (<= 1024)")
+    p.add_argument("--dim", type=int, default=300, help="row length D")
+    p.add_argument("--threadgroup", type=int, default=None,
+                   help="threads per row (<= 1024; default: the model's, D/4 rounded up to SIMD groups)")
     p.add_argument("--order", choices=["forward", "reverse", "random"], default="forward",
                    help="order the fibers run in (a cheap race detector)")
     p.add_argument("--show-source", action="store_true", help="print the generated kernel source")
@@ -82,13 +68,17 @@ def main(argv=None) -> int:
         print(report(bench()))
         return 0
 
-    rows, D, tg = args.rows, args.dim, args.threadgroup
+    from fs_mlx.kernels.norm import norm_geometry
+
+    rows, D = args.rows, args.dim
+    tg = args.threadgroup or norm_geometry(rows, D)[1][0]
     x = mx.random.normal((rows, D), key=mx.random.key(0))
     w = mx.ones((D,))
-    kernel = metal_kernel("rms_norm_demo", ["x", "w", "eps"], ["out", "dbg"], DEMO_SOURCE)
+    body, header = debug_rms_norm_source()
+    kernel = metal_kernel("rms_norm_demo", ["x", "w", "eps"], ["out", "dbg"], body, header=header)
     with settings(order=args.order):
         out, dbg = kernel(
-            inputs=[x, w, 1e-6], template=[("T", mx.float32)], grid=(rows * tg, 1, 1), threadgroup=(tg, 1, 1),
+            inputs=[x, w, mx.array(1e-6, dtype=mx.float32)], template=[("T", mx.float32)], grid=(rows * tg, 1, 1), threadgroup=(tg, 1, 1),
             output_shapes=[(rows, D), (rows * tg, 4)], output_dtypes=[mx.float32, mx.float32],
             verbose=args.show_source,
         )

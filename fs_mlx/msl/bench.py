@@ -3,7 +3,9 @@
 Measures the numbers docs/msl-executor.md quotes: compiling a kernel (a
 cache miss), loading a cached one, and running kernels — per Metal thread,
 both the whole call (copying arrays in and out included) and the runtime's
-part alone.
+part alone. The kernels are the project's own (metal/rms_norm.metal,
+metal/qmv.metal) with the geometry fs_mlx/kernels gives them, plus a plain
+copy for the cost of a thread without fibers.
 """
 
 from __future__ import annotations
@@ -15,34 +17,6 @@ import uuid
 import mlx.core as mx
 
 from fs_mlx.msl import compiler, executor, metal_kernel
-from fs_mlx.msl.__main__ import DEMO_SOURCE
-
-QMV4 = """
-uint row = thread_position_in_grid.y;
-uint lane = thread_index_in_simdgroup;
-uint K = x_shape[0];
-uint words = K / 8;
-uint groups = K / GROUP_SIZE;
-const device uint32_t* wrow = w + size_t(row) * words;
-float acc = 0.0f;
-for (uint wi = lane; wi < words; wi += 32) {
-  uint32_t q = wrow[wi];
-  uint k0 = wi * 8;
-  float s = float(scales[row * groups + k0 / GROUP_SIZE]);
-  float b = float(biases[row * groups + k0 / GROUP_SIZE]);
-  float qx = 0.0f, xs = 0.0f;
-  for (int j = 0; j < 8; j++) {
-    float xv = float(x[k0 + j]);
-    qx += xv * float((q >> (4 * j)) & 0xfu);
-    xs += xv;
-  }
-  acc += s * qx + b * xs;
-}
-acc = simd_sum(acc);
-if (lane == 0) {
-  out[row] = T(acc);
-}
-"""
 
 COPY = "uint i = thread_position_in_grid.x;\nout[i] = x[i];"
 
@@ -89,16 +63,26 @@ def bench(repeats: int = 15) -> dict:
     executor._get_runtime()
     results = {"compiler": compiler.find_compiler()[1]}
 
-    # compile: a body no cache has seen
-    fresh = metal_kernel("bench_fresh", ["x", "w", "eps"], ["out", "dbg"], DEMO_SOURCE + f"// {uuid.uuid4()}")
+    from fs_mlx.kernels import source
+    from fs_mlx.kernels.norm import norm_geometry
+    from fs_mlx.kernels.quantized import qmv_geometry
+
+    # compile: the RMSNorm body with a comment no cache has seen
+    fresh = metal_kernel("bench_fresh", ["x", "w", "eps"], ["out"], source("rms_norm") + f"// {uuid.uuid4()}",
+                         header=source("common.h"))
     x = mx.random.normal((8, 1024), key=mx.random.key(0))
     w = mx.ones((1024,))
-    rms_args = dict(inputs=[x, w, 1e-6], template=[("T", mx.float32)], grid=(8 * 256, 1, 1), threadgroup=(256, 1, 1),
-                    output_shapes=[(8, 1024), (8 * 256, 4)], output_dtypes=[mx.float32, mx.float32])
+    grid, tg = norm_geometry(8, 1024)
+    rms_args = dict(inputs=[x, w, mx.array(1e-6, dtype=mx.float32)], template=[("T", mx.float32)], grid=grid,
+                    threadgroup=tg, output_shapes=[(8, 1024)], output_dtypes=[mx.float32])
     kname, _, tu, _ = fresh.generate(rms_args["inputs"], rms_args["output_dtypes"], rms_args["template"])
     t = time.perf_counter()
     compiler.kernel_library(tu, kname)
     results["compile_s"] = time.perf_counter() - t
+    # the Metal check of the same source (the executor runs it once per new source)
+    t = time.perf_counter()
+    compiler.kernel_library(tu, kname, metal_check=True, instantiation=kname + "<float>")
+    results["check_s"] = time.perf_counter() - t
 
     # cached load: dlopen of the .so on disk (as in a new process)
     executor._loaded.clear()
@@ -108,16 +92,19 @@ def bench(repeats: int = 15) -> dict:
 
     cases = []
     wall, run = _time_calls(lambda: fresh(**rms_args), repeats)
-    cases.append(("RMSNorm 8x1024 (threadgroup 256, fibers)", 8 * 256, wall, run))
+    cases.append((f"RMSNorm 8x1024 (threadgroup {tg[0]}, fibers)", grid[0], wall, run))
 
     N = K = 1024
     wq, scales, biases = mx.quantize(mx.random.normal((N, K), key=mx.random.key(1)), group_size=64, bits=4)
-    xv = mx.random.normal((K,), key=mx.random.key(2))
-    qmv = metal_kernel("bench_qmv4", ["x", "w", "scales", "biases"], ["out"], QMV4)
-    qargs = dict(inputs=[xv, wq, scales, biases], template=[("T", mx.float32), ("GROUP_SIZE", 64)],
-                 grid=(32, N, 1), threadgroup=(32, 2, 1), output_shapes=[(N,)], output_dtypes=[mx.float32])
+    xv = mx.random.normal((1, K), key=mx.random.key(2))
+    qmv = metal_kernel("bench_qmv", ["x", "w", "scales", "biases", "group_size"], ["y"], source("qmv"),
+                       header=source("common.h"))
+    grid, tg = qmv_geometry(1, N)
+    qargs = dict(inputs=[xv, wq, scales, biases, mx.array(64, dtype=mx.int32)],
+                 template=[("T", mx.float32), ("S", mx.float32), ("BITS", 4), ("SWIGLU", 0)],
+                 grid=grid, threadgroup=tg, output_shapes=[(1, N)], output_dtypes=[mx.float32])
     wall, run = _time_calls(lambda: qmv(**qargs), repeats)
-    cases.append(("4-bit qmv 1024x1024, group 64 (32 lanes/row, fibers)", 32 * N, wall, run))
+    cases.append(("4-bit qmv 1024x1024, group 64 (metal/qmv.metal, fibers)", grid[0] * grid[1] * grid[2], wall, run))
 
     n = 1 << 20
     cp = metal_kernel("bench_copy", ["x"], ["out"], COPY)
@@ -133,6 +120,7 @@ def report(results: dict) -> str:
     lines = [
         f"compiler: {results['compiler']}",
         f"compile one kernel (cache miss): {results['compile_s'] * 1000:.0f} ms",
+        f"Metal check of one kernel (once per new source): {results['check_s'] * 1000:.0f} ms",
         f"load a cached kernel: {results['cached_load_s'] * 1000:.1f} ms",
         "",
         f"{'kernel':58s} {'threads':>8s} {'call ms':>8s} {'run ms':>8s} {'ns/thread':>10s}",

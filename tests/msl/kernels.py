@@ -1,50 +1,28 @@
-"""Three realistic kernels in MLX's style, with numpy references.
+"""Three realistic kernels, with numpy references.
 
-They are what the project's own kernels (metal/*.metal) look like: a row
-reduction with simd_sum and a cross-SIMD-group threadgroup reduce (RMSNorm),
-an elementwise kernel (RoPE, rotate-half as in Qwen3/Llama), and a 4-bit
-affine quantized matrix-vector product in MLX's format
-(w = scale * q + bias, q packed low bits first into uint32).
+Two are the project's own (metal/*.metal, loaded from there: one copy): a row
+reduction with simd_sum and a cross-SIMD-group threadgroup reduce (RMSNorm)
+and a 4-bit affine quantized matrix-vector product in MLX's format
+(w = scale * q + bias, q packed low bits first into uint32). The third is a
+plain elementwise kernel written here (RoPE, rotate-half as in Qwen3/Llama,
+frequencies computed in the kernel).
 """
 
 import numpy as np
 
-# One threadgroup per row; each thread strides over the row, the SIMD groups
-# reduce with simd_sum, then SIMD group 0 reduces the per-group partials.
-RMS_NORM = """
-uint row = threadgroup_position_in_grid.x;
-uint tid = thread_index_in_threadgroup;
-uint lane = thread_index_in_simdgroup;
-uint sg = simdgroup_index_in_threadgroup;
-uint D = x_shape[1];
-threadgroup float partial[32];
+from fs_mlx.kernels import source
+from fs_mlx.msl import metal_kernel
 
-// Sum of squares of this thread's elements
-float acc = 0.0f;
-for (uint i = tid; i < D; i += threads_per_threadgroup.x) {
-  float v = float(x[row * D + i]);
-  acc += v * v;
-}
-// Reduce within the SIMD group, write one partial per group
-acc = simd_sum(acc);
-if (lane == 0) {
-  partial[sg] = acc;
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-// Accumulate over SIMD groups
-if (sg == 0) {
-  float p = lane < simdgroups_per_threadgroup ? partial[lane] : 0.0f;
-  p = simd_sum(p);
-  if (lane == 0) {
-    partial[0] = p;
-  }
-}
-threadgroup_barrier(mem_flags::mem_threadgroup);
-float inv = metal::rsqrt(partial[0] / float(D) + eps);
-for (uint i = tid; i < D; i += threads_per_threadgroup.x) {
-  out[row * D + i] = T(float(x[row * D + i]) * inv * float(w[i]));
-}
-"""
+# The project's RMSNorm (metal/rms_norm.metal; its threadgroup_sum in
+# metal/common.h): one threadgroup per row, 4 elements per thread per sweep,
+# simd_sum, then SIMD group 0 reduces the per-group partials.
+RMS_NORM_INPUTS = ["x", "w", "eps"]
+
+
+def rms_norm_kernel(name: str = "rms_norm", header: str | None = None):
+    """metal/rms_norm.metal as the model runs it (`header` replaces common.h, for broken variants)."""
+    return metal_kernel(name, RMS_NORM_INPUTS, ["out"], source("rms_norm"),
+                        header=source("common.h") if header is None else header)
 
 
 def rms_norm_ref(x, w, eps):
@@ -84,43 +62,11 @@ def rope_ref(x, offset, base):
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
 
-# One SIMD group per output row: lanes stride over the packed words, each
-# word holds 8 4-bit values, low bits first; sum(x*(s*q+b)) = s*sum(x*q) + b*sum(x).
-QMV_HEADER = """
-template <typename T, int GROUP_SIZE>
-METAL_FUNC float qdot_word(const device T* x, uint32_t q, thread float& xsum) {
-  float qx = 0.0f;
-  for (int j = 0; j < 8; j++) {
-    float xv = float(x[j]);
-    qx += xv * float((q >> (4 * j)) & 0xfu);
-    xsum += xv;
-  }
-  return qx;
-}
-"""
-
-QMV = """
-uint row = thread_position_in_grid.y;
-uint lane = thread_index_in_simdgroup;
-uint K = x_shape[0];
-uint words = K / 8;
-uint groups = K / GROUP_SIZE;
-const device uint32_t* wrow = w + size_t(row) * words;
-float acc = 0.0f;
-for (uint wi = lane; wi < words; wi += 32) {
-  uint k0 = wi * 8;
-  uint g = k0 / GROUP_SIZE;
-  float s = float(scales[row * groups + g]);
-  float b = float(biases[row * groups + g]);
-  float xsum = 0.0f;
-  float qx = qdot_word<T, GROUP_SIZE>(x + k0, wrow[wi], xsum);
-  acc += s * qx + b * xsum;
-}
-acc = simd_sum(acc);
-if (lane == 0) {
-  out[row] = T(acc);
-}
-"""
+# The project's decode matvec (metal/qmv.metal): 2 SIMD groups of 4 rows per
+# threadgroup, lanes sweeping K 16 4-bit values at a time, simd_sum per row.
+def qmv_kernel():
+    return metal_kernel("qmv", ["x", "w", "scales", "biases", "group_size"], ["y"], source("qmv"),
+                        header=source("common.h"))
 
 
 def qmv_ref(x, w_q, scales, biases, group_size):

@@ -195,12 +195,12 @@ def test_ucontext_fallback_runs_the_same_kernel():
     code = textwrap.dedent("""
         import sys; sys.path.insert(0, "tests/msl")
         import mlx.core as mx, numpy as np
-        from kernels import RMS_NORM, rms_norm_ref
-        from fs_mlx.msl import metal_kernel, settings
-        k = metal_kernel("rms_norm", ["x", "w", "eps"], ["out"], RMS_NORM)
+        from kernels import rms_norm_kernel, rms_norm_ref
+        from fs_mlx.msl import settings
+        k = rms_norm_kernel()
         x = mx.random.normal((3, 100), key=mx.random.key(0)); w = mx.ones((100,))
         with settings(order="random"):
-            (o,) = k(inputs=[x, w, 1e-6], template=[("T", mx.float32)], grid=(3 * 64, 1, 1),
+            (o,) = k(inputs=[x, w, mx.array(1e-6)], template=[("T", mx.float32)], grid=(3 * 64, 1, 1),
                      threadgroup=(64, 1, 1), output_shapes=[x.shape], output_dtypes=[mx.float32])
         np.testing.assert_allclose(np.array(o), rms_norm_ref(np.array(x), np.array(w), 1e-6), rtol=1e-5, atol=1e-5)
         print("ok")

@@ -5,7 +5,7 @@ import mlx.core as mx
 import numpy as np
 from conftest import ORDERS
 from hypothesis import given, settings as hsettings, strategies as st
-from kernels import RMS_NORM, rms_norm_ref
+from kernels import rms_norm_kernel, rms_norm_ref
 
 from fs_mlx.msl import metal_kernel, settings
 
@@ -72,7 +72,7 @@ def test_quad_group_functions():
     np.testing.assert_allclose(np.array(out), want, rtol=3e-7)
 
 
-_rms = metal_kernel("rms_norm", ["x", "w", "eps"], ["out"], RMS_NORM)
+_rms = rms_norm_kernel()
 
 
 @hsettings(max_examples=25, deadline=None)
@@ -84,7 +84,7 @@ def test_rms_norm_any_row_length_and_threadgroup(rows, D, tg, order, seed):
     x = mx.random.normal((rows, D), key=mx.random.key(seed))
     w = mx.random.uniform(0.5, 1.5, (D,), key=mx.random.key(seed + 1))
     with settings(order=order, seed=seed):
-        (out,) = _rms(inputs=[x, w, 1e-6], template=[("T", mx.float32)], grid=(rows * tg, 1, 1),
+        (out,) = _rms(inputs=[x, w, mx.array(1e-6, dtype=mx.float32)], template=[("T", mx.float32)], grid=(rows * tg, 1, 1),
                       threadgroup=(tg, 1, 1), output_shapes=[x.shape], output_dtypes=[mx.float32])
     # float32 sum of <= 700 squares vs float64: rel. ~1e-6 on O(1) outputs
     np.testing.assert_allclose(np.array(out), rms_norm_ref(np.array(x), np.array(w), 1e-6), rtol=1e-5, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Three kernels like the project's own, equal to numpy in every thread order.
+"""The project's RMSNorm and qmv kernels and a RoPE, equal to numpy in every thread order.
 
 Tolerances are per dtype and say why; the executor is not a GPU (reduction
 order, libm instead of Metal's math library), so a few ULP are expected.
@@ -8,9 +8,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import ORDERS
-from kernels import QMV, QMV_HEADER, RMS_NORM, ROPE, qmv_ref, rms_norm_ref, rope_ref
+from kernels import ROPE, qmv_kernel, qmv_ref, rms_norm_kernel, rms_norm_ref, rope_ref
+
+from fs_mlx.kernels import source
+from fs_mlx.kernels.quantized import qmv_geometry
 
 from fs_mlx.msl import metal_kernel, settings
+
+EPS = mx.array(1e-6, dtype=mx.float32)
 
 # Output rounding dominates for half types: half has 11 significant bits
 # (rel. 4.9e-4), bfloat 8 (rel. 3.9e-3); float32 results differ from the
@@ -24,7 +29,7 @@ def np_of(a):
 
 @pytest.fixture(scope="module")
 def rms():
-    return metal_kernel("rms_norm", ["x", "w", "eps"], ["out"], RMS_NORM)
+    return rms_norm_kernel()
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -34,31 +39,37 @@ def test_rms_norm(rms, order, dtype, rows, D, tg):
     x = mx.random.normal((rows, D), key=mx.random.key(D)).astype(dtype)
     w = (1 + 0.1 * mx.random.normal((D,), key=mx.random.key(1))).astype(dtype)
     with settings(order=order, seed=rows):
-        (out,) = rms(inputs=[x, w, 1e-6], template=[("T", dtype)], grid=(rows * tg, 1, 1),
+        (out,) = rms(inputs=[x, w, EPS], template=[("T", dtype)], grid=(rows * tg, 1, 1),
                      threadgroup=(tg, 1, 1), output_shapes=[x.shape], output_dtypes=[dtype])
     ref = rms_norm_ref(np_of(x), np_of(w), 1e-6)
     # outputs are O(1-4): atol covers values near zero, rtol the output rounding
     np.testing.assert_allclose(np_of(out), ref, rtol=RTOL[dtype], atol=RTOL[dtype])
 
 
+SECOND_BARRIER = "      partial[0] = p;\n    }\n  }\n  threadgroup_barrier(mem_flags::mem_threadgroup);"
+FIRST_BARRIER = "    partial[sg] = v;\n  }\n  threadgroup_barrier(mem_flags::mem_threadgroup);"
+
+
+def without_barrier(barrier: str) -> str:
+    """metal/common.h with one of threadgroup_sum's barriers deleted."""
+    header = source("common.h")
+    assert barrier in header
+    return header.replace(barrier, barrier[: barrier.rindex("\n")])
+
+
 def test_rms_norm_deleted_barrier_is_caught():
-    """Without the second barrier, threads outside SIMD group 0 may read
-    partial[0] before group 0 wrote the total: reverse runs them first, random
-    (almost always) lets one of them go before group 0's second step. Forward
-    runs group 0 all the way first, a schedule a GPU can take too, in which the
-    race happens to give the right answer."""
-    broken = RMS_NORM.replace(
-        "    partial[0] = p;\n  }\n}\nthreadgroup_barrier(mem_flags::mem_threadgroup);",
-        "    partial[0] = p;\n  }\n}\n",
-    )
-    assert broken != RMS_NORM
-    k = metal_kernel("rms_norm_no_barrier", ["x", "w", "eps"], ["out"], broken)
-    x = mx.random.normal((4, 256), key=mx.random.key(5))
-    w = mx.ones((256,))
+    """Without threadgroup_sum's second barrier, threads outside SIMD group 0
+    may read partial[0] before group 0 wrote the total: reverse runs them
+    first, random (almost always) lets one of them go before group 0's second
+    step. Forward runs group 0 all the way first, a schedule a GPU can take
+    too, in which the race happens to give the right answer."""
+    k = rms_norm_kernel("rms_norm_no_barrier", header=without_barrier(SECOND_BARRIER))
+    x = mx.random.normal((4, 1024), key=mx.random.key(5))
+    w = mx.ones((1024,))
     ref = rms_norm_ref(np.array(x), np.array(w), 1e-6)
     for order in ORDERS:
         with settings(order=order):
-            (out,) = k(inputs=[x, w, 1e-6], template=[("T", mx.float32)], grid=(4 * 128, 1, 1),
+            (out,) = k(inputs=[x, w, EPS], template=[("T", mx.float32)], grid=(4 * 128, 1, 1),
                        threadgroup=(128, 1, 1), output_shapes=[x.shape], output_dtypes=[mx.float32])
         assert np.allclose(np.array(out), ref, rtol=1e-3) == (order == "forward"), order
 
@@ -66,15 +77,10 @@ def test_rms_norm_deleted_barrier_is_caught():
 def test_rms_norm_deleted_first_barrier_reads_poison():
     """Without the first barrier, SIMD group 0 reads partials of groups that
     have not run yet: threadgroup memory is poisoned, so the row becomes NaN."""
-    broken = RMS_NORM.replace(
-        "  partial[sg] = acc;\n}\nthreadgroup_barrier(mem_flags::mem_threadgroup);",
-        "  partial[sg] = acc;\n}\n",
-    )
-    assert broken != RMS_NORM
-    k = metal_kernel("rms_norm_no_first_barrier", ["x", "w", "eps"], ["out"], broken)
-    x = mx.random.normal((2, 256), key=mx.random.key(6))
+    k = rms_norm_kernel("rms_norm_no_first_barrier", header=without_barrier(FIRST_BARRIER))
+    x = mx.random.normal((2, 1024), key=mx.random.key(6))
     with settings(order="forward"):
-        (out,) = k(inputs=[x, mx.ones((256,)), 1e-6], template=[("T", mx.float32)], grid=(256, 1, 1),
+        (out,) = k(inputs=[x, mx.ones((1024,)), EPS], template=[("T", mx.float32)], grid=(256, 1, 1),
                    threadgroup=(128, 1, 1), output_shapes=[x.shape], output_dtypes=[mx.float32])
     assert np.isnan(np.array(out)).all()
 
@@ -105,7 +111,7 @@ def test_rope(rope, order, dtype, shape, offset):
 
 @pytest.fixture(scope="module")
 def qmv():
-    return metal_kernel("qmv4", ["x", "w", "scales", "biases"], ["out"], QMV, header=QMV_HEADER)
+    return qmv_kernel()
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -114,14 +120,16 @@ def qmv():
 def test_qmv_4bit(qmv, order, group_size, N, K):
     w = mx.random.normal((N, K), key=mx.random.key(N + K))
     wq, scales, biases = mx.quantize(w, group_size=group_size, bits=4)  # MLX's own format
-    x = mx.random.normal((K,), key=mx.random.key(group_size))
+    x = mx.random.normal((1, K), key=mx.random.key(group_size))
+    grid, tg = qmv_geometry(1, N)
     with settings(order=order, seed=group_size):
-        (out,) = qmv(inputs=[x, wq, scales, biases],
-                     template=[("T", mx.float32), ("GROUP_SIZE", group_size)],
-                     grid=(32, N, 1), threadgroup=(32, 2, 1), output_shapes=[(N,)], output_dtypes=[mx.float32])
-    ref = qmv_ref(np.array(x), np.array(wq), np.array(scales), np.array(biases), group_size)
+        (out,) = qmv(inputs=[x, wq, scales, biases, mx.array(group_size, dtype=mx.int32)],
+                     template=[("T", mx.float32), ("S", mx.float32), ("BITS", 4), ("SWIGLU", 0)],
+                     grid=grid, threadgroup=tg, output_shapes=[(1, N)], output_dtypes=[mx.float32])
+    out = np.array(out)[0]
+    ref = qmv_ref(np.array(x)[0], np.array(wq), np.array(scales), np.array(biases), group_size)
     # the same product as MLX computes it
-    mlx_ref = mx.quantized_matmul(x[None], wq, scales, biases, transpose=True, group_size=group_size, bits=4)[0]
+    mlx_ref = mx.quantized_matmul(x, wq, scales, biases, transpose=True, group_size=group_size, bits=4)[0]
     # float32 dot products of K <= 512 terms of size ~1 against float64: ~1e-5
-    np.testing.assert_allclose(np.array(out), ref, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(np.array(out), np.array(mlx_ref), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(out, np.array(mlx_ref), rtol=1e-4, atol=1e-3)
