@@ -390,6 +390,26 @@ def msl_demo(args: tuple[str, ...]) -> None:
 
 
 
+# --- doctor ------------------------------------------------------------------
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the report")
+@click.option("--no-bench", is_flag=True, help="skip the short benchmark against mlx-lm (run on a Mac only)")
+@click.option("--model", default=None, help="the benchmark's model (default: the default model)")
+def doctor(as_json: bool, no_bench: bool, model: str | None) -> None:
+    """Check the hand-written kernels on this machine and print a report for a bug report.
+
+    On a Mac: builds every kernel with Metal, checks each against the plain-math
+    reference on a few shapes (small ones included), times each against MLX's op
+    and runs a short `fsx bench --compare mlx-lm`. Elsewhere: the same checks
+    through the MSL executor (it says so). Exit status 1 if a check fails."""
+    from .doctor import as_json as report_json, doctor as run_doctor, format_report
+
+    report = run_doctor(bench=not no_bench, model=model)
+    click.echo(json.dumps(report_json(report), indent=1) if as_json else format_report(report))
+    if not report.ok:
+        sys.exit(1)
+
 
 if __name__ == "__main__":
     main()
