@@ -2,7 +2,7 @@
 
     python bench/profile_decode.py MODEL [--context 128] [--steps 8] [--json]
 
-Each op the model calls through `fs_mlx.ops` is run synchronously: its inputs are
+Each op the model calls on its backend (fs_mlx/model/backends.py) is run synchronously: its inputs are
 evaluated first, then the op is timed until its output is ready. What is not behind
 the seam (embedding gather, reshapes, KV-cache writes, residual adds, the sampler)
 is the difference between one synchronous step and the sum of the timed ops.
@@ -23,24 +23,29 @@ from collections import defaultdict
 
 import mlx.core as mx
 
-from fs_mlx import ops
 from fs_mlx.generation.generate import PromptCache, prefill
-from fs_mlx.loader import load
+from fs_mlx.loader import load, make_backend
 
 
-class TimedImpl:
-    """Stands in for ops._impl: times each call of the implementation it wraps."""
+class TimedBackend:
+    """Wraps a backend; while `on`, times each op call (inputs evaluated first, output waited for)."""
 
-    def __init__(self, impl):
-        self.impl = impl
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.on = False
         self.seconds = defaultdict(float)
         self.calls = defaultdict(int)
         self.bytes = defaultdict(int)  # weight bytes the matmuls read
 
     def __getattr__(self, name):
-        fn = getattr(self.impl, name)
+        fn = getattr(self.inner, name)
+        if not callable(fn):
+            return fn
 
         def timed(*args, **kwargs):
+            if not self.on:
+                return fn(*args, **kwargs)
             arrays = [a for a in list(args) + list(kwargs.values()) if isinstance(a, mx.array)]
             mx.eval(arrays)
             key = _label(name, args)
@@ -65,8 +70,8 @@ def _label(name: str, args) -> str:
 
 
 def profile(model: str, context: int, steps: int) -> dict:
-    ops.set_kernels("auto")
-    lm = load(model)
+    timed = TimedBackend(make_backend("auto"))
+    lm = load(model, kernels=timed)
     cache = PromptCache(lm.model)
     ids = [random.Random(0).randrange(lm.config.vocab_size) for _ in range(context)]
     y = mx.argmax(prefill(lm.model, ids, cache.layers), axis=-1)
@@ -84,16 +89,12 @@ def profile(model: str, context: int, steps: int) -> dict:
         y = step(y)
     step_s = (time.perf_counter() - t) / steps  # synchronous, untimed ops
 
-    ops.launch_counts.clear()
-    timed = TimedImpl(ops._impl)
-    ops._impl = timed
-    try:
-        t = time.perf_counter()
-        for _ in range(steps):
-            y = step(y)
-        timed_step_s = (time.perf_counter() - t) / steps
-    finally:
-        ops.set_kernels("auto")
+    timed.on = True
+    t = time.perf_counter()
+    for _ in range(steps):
+        y = step(y)
+    timed_step_s = (time.perf_counter() - t) / steps
+    timed.on = False
 
     rows = []
     for key in sorted(timed.seconds, key=lambda k: -timed.seconds[k]):
@@ -110,7 +111,7 @@ def profile(model: str, context: int, steps: int) -> dict:
     return {
         "model": str(lm.path), "context": context, "steps": steps, "dtype": str(lm.dtype),
         "step_ms_sync": step_s * 1e3, "step_ms_sync_timed": timed_step_s * 1e3,
-        "launches_per_token": {k: v // steps for k, v in ops.launch_counts.items()},
+        "launches_per_token": {k: v // steps for k, v in timed.calls.items()},
         "ops": rows,
     }
 

@@ -26,11 +26,9 @@ from .formats.hub import resolve
 from .formats.safetensors import TensorInfo, load_tensors
 from .formats.tokenizer import Tokenizer
 from .model.backends import KERNEL_CHOICES, MLXBackend, ReferenceBackend
-from .model.config import ModelConfig, load_config
+from .model.config import FLOAT_DTYPES, ModelConfig, load_config
 from .model.fuse import fuse
 from .model.transformer import Transformer
-
-FLOAT_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
 @dataclass

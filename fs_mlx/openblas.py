@@ -36,13 +36,12 @@ CANDIDATES = (
 )
 
 STATUS = "not attempted"
-LOADED_PATH: str | None = None
 _handle = None  # keep the library loaded for the life of the process
 
 
 def preload() -> str:
     """Load OpenBLAS globally if we can and it is still useful; return STATUS."""
-    global STATUS, LOADED_PATH, _handle
+    global STATUS, _handle
     if sys.platform != "linux":
         STATUS = "platform BLAS (MLX uses Accelerate on macOS)"
         return STATUS
@@ -60,7 +59,6 @@ def preload() -> str:
             _handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
         except OSError:
             continue
-        LOADED_PATH = path
         STATUS = f"system OpenBLAS ({path})"
         return STATUS
     STATUS = "MLX's bundled BLAS (install libopenblas0-pthread for ~2x fp32 speed)"

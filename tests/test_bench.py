@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fs_mlx import bench, bench_engines
+from fs_mlx.apps import bench, bench_engines
 from fs_mlx.apps.cli import main
 from fs_mlx.errors import FsxError
 

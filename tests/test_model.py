@@ -83,3 +83,22 @@ def test_backend_calls_per_layer():
     assert calls["rms_norm"] == n + 1 and calls["add_rms_norm"] == n  # + the final norm
     assert calls["qk_norm_rope"] == n and calls["attention"] == n and calls["swiglu"] == n
     assert calls["linear"] == 4 * n + 1  # qkv o gate_up down, + lm_head
+
+
+def test_two_backends_side_by_side_in_one_process():
+    """One checkpoint loaded twice, with MLX's ops and with the plain reference: each
+    model keeps its own backend (no process-wide switch), and they agree."""
+    from pathlib import Path
+
+    from fs_mlx.generation.forward import logits_for
+    from fs_mlx.loader import load
+
+    path = Path(__file__).resolve().parent.parent / "golden" / "checkpoints" / "llama-tiny"
+    fast, plain = load(path, kernels="mlx"), load(path, kernels="reference")
+    assert fast.model.layers[0].self_attn.ops is fast.model.ops and fast.kernels == "mlx"
+    assert plain.model.layers[0].mlp.down_proj.ops is plain.model.ops and plain.kernels == "reference"
+    ids = [1, 5, 9, 200, 3, 77]
+    a, b = logits_for(fast, ids), logits_for(plain, ids)  # interleaved: nothing to switch back
+    assert np.array_equal(logits_for(fast, ids), a)
+    # float32 both: mx.fast's fused kernels and the plain formulas round in another order.
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)

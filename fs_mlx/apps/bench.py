@@ -97,7 +97,6 @@ def roofline_fraction(bytes_tok: float, tps: float, bandwidth_gbs: float | None)
 
 # --- settings -----------------------------------------------------------------------
 
-FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 COMPARE_CHOICES = ("mlx-lm", "mlx-lm:float32")  # as mlx-lm loads it; cast to float32 like fsx on CPU
 
 
@@ -143,6 +142,8 @@ class Settings:
             if k not in KERNEL_CHOICES:
                 raise FsxError(f"--kernels must be one of {', '.join(KERNEL_CHOICES)} "
                                f"(comma-separated to compare), not {k!r}")
+        from ..model.config import FLOAT_DTYPES
+
         if self.dtype not in (None, *FLOAT_DTYPES):
             raise FsxError(f"--dtype must be one of {', '.join(FLOAT_DTYPES)}, not {self.dtype!r}")
         if self.contexts:

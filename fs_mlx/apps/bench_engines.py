@@ -31,6 +31,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from ..errors import FsxError
+from ..files import atomic_dir
 
 
 def model_param_bytes(model) -> dict[str, int]:
@@ -256,7 +257,6 @@ def mlx_lm_checkpoint(path: Path, progress: Callable[[str], None]) -> str:
 
 def export_gguf(path: Path, out: Path) -> None:
     """A .gguf -> config.json + model.safetensors + tokenizer files, MLX layout (atomic)."""
-    import shutil
 
     from ..formats.gguf import config_from_header, load_tensors, read_header
     from ..formats.gguf_tokenizer import build_tokenizer
@@ -278,8 +278,7 @@ def export_gguf(path: Path, out: Path) -> None:
                     q[layer] = {"group_size": q["group_size"], "bits": bits}
         raw["quantization"] = q
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         mx.save_safetensors(str(tmp / "model.safetensors"), tensors, metadata={"format": "mlx"})
         tok.backend.save(str(tmp / "tokenizer.json"))
         tok_config = {**tok.special_tokens, "chat_template": tok.chat_template,
@@ -287,9 +286,6 @@ def export_gguf(path: Path, out: Path) -> None:
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
         raw["eos_token_id"] = tok.eos_token_ids or raw.get("eos_token_id")
         (tmp / "config.json").write_text(json.dumps(raw, indent=2))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

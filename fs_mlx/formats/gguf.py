@@ -37,8 +37,8 @@ from typing import Any, BinaryIO
 import mlx.core as mx
 
 from ..errors import FsxError
-from .gguf_tokenizer import build_tokenizer
 from ..model.config import ModelConfig
+from .gguf_tokenizer import build_tokenizer
 
 # --- the header ------------------------------------------------------------------
 

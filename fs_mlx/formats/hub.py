@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import FsxError
+from ..files import cache_dir
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,6 @@ def _has_gguf_magic(path: Path) -> bool:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    """$FSX_CACHE_DIR, else $XDG_CACHE_HOME/fs-mlx, else ~/.cache/fs-mlx."""
-    if os.environ.get("FSX_CACHE_DIR"):
-        return Path(os.environ["FSX_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fs-mlx"
 
 
 # --- Hugging Face repos ----------------------------------------------------------------

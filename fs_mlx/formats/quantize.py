@@ -26,15 +26,15 @@ does, so what `fsx quantize` writes loads in mlx-lm too.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 
 from ..errors import FsxError
+from ..files import atomic_dir
+from ..model.config import FLOAT_DTYPES
 from ..model.quantized import check_spec
 from ..model.transformer import Embedding, Linear, Transformer
 
@@ -75,7 +75,7 @@ def quantize_tensors(
 def storage_dtype(config_dict: dict[str, Any]) -> mx.Dtype | None:
     """The dtype mlx-lm's convert casts float weights to before quantizing."""
     name = config_dict.get("torch_dtype") or config_dict.get("dtype")
-    return {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}.get(str(name))
+    return FLOAT_DTYPES.get(str(name))
 
 
 def cast_floats(tensors: dict[str, mx.array], dtype: mx.Dtype | None) -> dict[str, mx.array]:
@@ -119,11 +119,7 @@ def write_quantized(source: Path, out: Path, bits: int, group_size: int, progres
     tensors = cast_floats(skeleton.sanitize(tensors), storage_dtype(raw))
     qtensors, qconfig = quantize_tensors(skeleton, tensors, bits, group_size)
 
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise FsxError(f"cannot write {out}: {parent} is not a directory")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    try:
+    with atomic_dir(out) as tmp:
         _save_shards(tmp, qtensors, progress)
         # mlx-lm reads "quantization"; Hugging Face tooling looks for "quantization_config".
         raw = {**raw, "quantization": qconfig, "quantization_config": qconfig}
@@ -131,12 +127,6 @@ def write_quantized(source: Path, out: Path, bits: int, group_size: int, progres
         for name in TOKENIZER_FILES:
             if (source / name).is_file():
                 shutil.copyfile(source / name, tmp / name)
-        os.rename(tmp, out)
-    except OSError as e:
-        raise FsxError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
     quantized = [k[: -len(".scales")] for k in qtensors if k.endswith(".scales")]
     n_bytes = sum(v.nbytes for v in qtensors.values())

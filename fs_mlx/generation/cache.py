@@ -51,15 +51,7 @@ class KVCache:
         """The arrays to evaluate so the cache holds no pending graph."""
         return [] if self.keys is None else [self.keys, self.values]
 
-    @property
-    def nbytes(self) -> int:
-        return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
-
 
 def make_cache(model) -> list[KVCache]:
     return [KVCache() for _ in model.layers]
 
-
-def reset(cache: list[KVCache]) -> None:
-    for c in cache:
-        c.offset = 0

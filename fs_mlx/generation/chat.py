@@ -66,14 +66,6 @@ def has_thinking(tokenizer: Tokenizer) -> bool:
     return bool(tokenizer.chat_template and "enable_thinking" in tokenizer.chat_template)
 
 
-def split_thinking(text: str) -> tuple[str, str]:
-    """'<think>x</think>answer' -> ('x', 'answer'); no block -> ('', text)."""
-    if "</think>" not in text:
-        return "", text
-    thought, _, answer = text.partition("</think>")
-    return thought.replace("<think>", "").strip(), answer.lstrip("\n")
-
-
 class Conversation:
     """The messages of one chat, and the prompt tokens for the next reply."""
 

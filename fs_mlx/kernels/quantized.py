@@ -5,7 +5,7 @@
     quantized_swiglu(x, w, scales, biases, group_size=64, bits=4)
         w = [gate; up] ([2N, K]): silu(x @ gate.T) * (x @ up.T) -> [..., N]
 
-The formats are MLX's (fs_mlx/quantize.py): w uint32 [N, K * bits / 32] packed
+The formats are MLX's (fs_mlx/formats/quantize.py): w uint32 [N, K * bits / 32] packed
 low bits first, scales/biases [N, K / group_size]. One row of x (decoding one
 token) goes to qmv, which reads the matrix exactly once; more rows go to qmm,
 which stages tiles in threadgroup memory and reads the matrix once per 32 rows.

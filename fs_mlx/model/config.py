@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx
+
 from ..errors import FsxError
 from .rope import SCALING_TYPES, scaling_type
 
@@ -25,6 +27,9 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 # These have no sensible default: a checkpoint that lacks one is broken.
+# The float types a checkpoint may store (config.json's torch_dtype / dtype) -> MLX's.
+FLOAT_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
 FIXED_BY_ARCHITECTURE = {name for arch in ARCHITECTURES.values() for name in arch}
 
 REQUIRED_FIELDS = (

@@ -19,7 +19,13 @@ from fs_mlx.msl.errors import (
     MslRuntimeError,
     MslUnsupportedError,
 )
-from fs_mlx.msl.executor import MetalKernel, Settings, get_settings, metal_kernel, settings
+from fs_mlx.msl.executor import (
+    MetalKernel,
+    Settings,
+    get_settings,
+    metal_kernel,
+    settings,
+)
 
 __all__ = [
     "metal_kernel",

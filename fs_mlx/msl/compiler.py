@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fs_mlx.files import cache_dir as fsx_cache_dir
 from fs_mlx.msl.errors import MslCompileError, MslCompilerMissing
 
 PKG_DIR = Path(__file__).resolve().parent
@@ -41,9 +42,7 @@ KERNEL_FLAGS = [
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("FSX_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "fs-mlx"
-    d = base / "msl"
+    d = fsx_cache_dir() / "msl"
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home: keep going with a temporary cache
