@@ -1,22 +1,10 @@
 """Writing MLX-quantized checkpoints: `fsx quantize` and `load(..., quantize=)`.
 
-A quantized matrix W [out, in] is cut along `in` into groups of `group_size`
-consecutive weights. Each group g of row r keeps a float scale s and bias b,
-and every weight becomes a small unsigned integer q:
-
-    w = s * q + b,    q in 0 .. 2^bits - 1,    b = min(group), s = (max - min) / (2^bits - 1)
-
-The q's are packed low bits first into uint32 words (8 per word at 4 bits, 4
-per word at 8 bits), so a row of `in` weights is `in * bits / 32` words:
-
-    weight  uint32 [out, in * bits / 32]
-    scales  float  [out, in / group_size]
-    biases  float  [out, in / group_size]
-
-This is exactly what `mx.quantize` produces, what mlx-community checkpoints
-store, and what `mx.load` turns GGUF Q4_0/Q4_1/Q8_0 blocks into (group 32):
-every checkpoint MLX can load works here, and what `fsx quantize` writes loads
-in mlx-lm. See docs/quantization.md.
+Every 2-d weight of a Linear or Embedding whose width divides into groups is
+quantized with `mx.quantize` (w = scale * q + bias per group, q packed low
+bits first into uint32 words: the format is explained in
+fs_mlx/model/quantized.py and docs/quantization.md), the rest stays float,
+exactly as `mlx_lm.convert -q` decides.
 
 The format and the quantized layers are in fs_mlx/model/quantized.py; this
 module turns float tensors into that format and writes them the way mlx-lm

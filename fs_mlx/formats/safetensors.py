@@ -121,7 +121,13 @@ def tensor_index(model_dir: Path) -> dict[str, TensorInfo]:
 
 
 def load_tensors(model_dir: Path) -> tuple[dict[str, mx.array], dict[str, TensorInfo]]:
-    """Checked headers first, then the tensors themselves (lazily, via mx.load)."""
+    """Checked headers first, then the tensors themselves (lazily, via mx.load).
+
+    Why not the `safetensors` package's `safe_open(framework="mlx")`: it goes
+    through NumPy, which has no bfloat16 ("data type 'bfloat16' not understood",
+    safetensors 0.8.0), and most checkpoints are bfloat16; `mx.load` reads every
+    dtype, lazily: a tensor's bytes are read when it is first evaluated.
+    """
     index = tensor_index(model_dir)
     tensors: dict[str, mx.array] = {}
     for f in dict.fromkeys(info.file for info in index.values()):
