@@ -327,6 +327,55 @@ def run(model: str | None, max_tokens: int, kernels: str, **kw) -> None:
     chat_loop(ChatSession(lm, opts, system=kw.get("system"), think=not kw.get("no_think")))
 
 
+# --- serve --------------------------------------------------------------------------
+
+@main.command(help=f"""Serve MODEL over HTTP with OpenAI's API, batching concurrent requests.
+
+POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models,
+GET /health, and a chat page at /. MODEL as for `fsx run`; without one,
+{DEFAULT_MODEL}. Unset sampling fields take the checkpoint's
+generation_config.json defaults, else greedy.""")
+@click.argument("model", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="sequences decoded together; more requests wait in the queue")
+@click.option("--max-queue", type=click.IntRange(min=0), default=64, show_default=True,
+              help="requests waiting beyond --max-batch; more get 429 with Retry-After")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="reply length when a request gives no max_tokens")
+@click.option("--context", type=click.IntRange(min=16), help="context window per request in tokens "
+              "(default: the model's)")
+@click.option("--prefill-chunk", type=click.IntRange(min=1), default=512, show_default=True,
+              help="prompt tokens per prefill step (running streams wait at most one chunk)")
+@click.option("--prefix-cache-mb", type=click.IntRange(min=0), default=512, show_default=True,
+              help="memory for KV reused across requests with a common prefix (0 = off)")
+@click.option("--model-id", help="the model's name in the API (default: MODEL as given)")
+@QUANTIZE
+@KERNELS
+def serve(model: str | None, host: str, port: int, kernels: str, quantize: str | None,
+          group_size: str | None, model_id: str | None, **kw) -> None:
+    try:
+        from .serve import serve as run_server
+    except ImportError as e:
+        raise FsxError(f"fsx serve needs the serve extra: pip install 'fs-mlx[serve]' ({e})") from None
+    import time
+
+    from ..generation.sample import checkpoint_defaults
+    from ..loader import load, make_backend
+
+    backend = make_backend(kernels)
+    click.echo(f"loading {model or f'{DEFAULT_MODEL} (the default model)'} ...", err=True)
+    t = time.perf_counter()
+    lm = load(model, kernels=backend, quantize=quantize_spec(quantize, group_size))
+    click.echo(f"loaded in {time.perf_counter() - t:.1f} s | kernels {lm.kernels} | "
+               f"http://{host}:{port}/", err=True)
+    run_server(lm, model_id or model or DEFAULT_MODEL, host, port, max_batch=kw["max_batch"],
+               max_queue=kw["max_queue"], context=kw["context"], default_max_tokens=kw["max_tokens"],
+               prefill_chunk=kw["prefill_chunk"], prefix_cache_mb=kw["prefix_cache_mb"],
+               sampling_defaults=checkpoint_defaults(lm.path if lm.path.is_dir() else None))
+
+
 # --- bench ------------------------------------------------------------------------
 
 @main.command()

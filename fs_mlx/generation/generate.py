@@ -186,7 +186,7 @@ def stream_generate(
                 finish = "eos"
                 break
             held += detok.add(token)
-            shown, held, hit = _split_stop(held, stop)
+            shown, held, hit = split_stop(held, stop)
             yield Response(shown, token, None, stats)
             if hit:
                 finish = "stop"
@@ -205,7 +205,7 @@ def stream_generate(
     yield Response(held, None, finish, stats)
 
 
-def _split_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str, bool]:
+def split_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str, bool]:
     """Split `text` into (safe to show, held back, stop string found)."""
     for s in stop:
         i = text.find(s)

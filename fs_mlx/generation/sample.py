@@ -21,7 +21,7 @@ import mlx.core as mx
 
 from ..errors import FsxError
 
-Sampler = Callable[[mx.array], mx.array]  # logits [B, V] -> tokens [B]
+Sampler = Callable[..., mx.array]  # (logits [B, V], key=None) -> tokens [B]; key: a PRNG key
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]  # (past tokens [T], logits [B, V])
 
 
@@ -96,10 +96,12 @@ def resolve_params(user: dict, defaults: dict) -> tuple[SamplingParams, str]:
 
 
 def make_sampler(p: SamplingParams) -> Sampler:
+    """The sampler for p. Pass `key` (mx.random.key) for a draw of its own; without
+    one, draws come from MLX's global generator (what `mx.random.seed` sets)."""
     if p.temperature == 0:
-        return lambda logits: mx.argmax(logits, axis=-1)
+        return lambda logits, key=None: mx.argmax(logits, axis=-1)
 
-    def sample(logits: mx.array) -> mx.array:
+    def sample(logits: mx.array, key: mx.array | None = None) -> mx.array:
         logits = logits.astype(mx.float32) / p.temperature
         if p.top_k:
             logits = apply_top_k(logits, p.top_k)
@@ -107,7 +109,7 @@ def make_sampler(p: SamplingParams) -> Sampler:
             logits = apply_top_p(logits, p.top_p)
         if p.min_p:
             logits = apply_min_p(logits, p.min_p)
-        return mx.random.categorical(logits)
+        return mx.random.categorical(logits, key=key)
 
     return sample
 

@@ -102,7 +102,7 @@ class Attention(nn.Module):
         q = q.reshape(B, L, self.n_heads, self.head_dim)  # [B, L, Hq, D]
         k = k.reshape(B, L, self.n_kv_heads, self.head_dim)  # [B, L, Hkv, D]
         v = v.reshape(B, L, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, Hkv, L, D]
-        offset = cache.offset if cache is not None else 0  # position of the first of the L tokens
+        offset = cache.offset if cache is not None else 0  # position of the first of the L tokens (int, or [B])
         if self.qk_norm:  # Qwen3: RMSNorm over head_dim, per head, before RoPE
             qn, kn, eps = self.q_norm.weight, self.k_norm.weight, self.q_norm.eps
         else:
@@ -164,8 +164,10 @@ class TransformerBody(nn.Module):
             h = h.astype(self.norm.weight.dtype)
         if trace is not None:
             trace["embed"] = h
-        # One query token needs no mask: it may see every cached key.
-        mask = "causal" if tokens.shape[1] > 1 else None
+        # The cache knows which keys each query may see (a batched cache: per row);
+        # without one, causal over the L tokens (one token needs no mask).
+        L = tokens.shape[1]
+        mask = cache[0].make_mask(L) if cache is not None else ("causal" if L > 1 else None)
         for i, layer in enumerate(self.layers):
             h = layer(h, mask, cache[i] if cache is not None else None)
             if trace is not None and i == 0:
