@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from checkpoints import tiny_tokenizer
 from fs_mlx.generation.detokenizer import StreamingDetokenizer
 from fs_mlx.errors import FsxError
-from fs_mlx.generation.generate import PromptCache, _split_stop, generate, stream_generate
+from fs_mlx.generation.generate import PromptCache, generate, split_stop, stream_generate
 from fs_mlx.loader import load
 from fs_mlx.formats.tokenizer import Tokenizer
 
@@ -67,9 +67,9 @@ def test_invalid_bytes_do_not_stall_the_stream(lm):
 
 
 def test_split_stop_holds_back_possible_prefixes():
-    assert _split_stop("hello wo", ("world",)) == ("hello ", "wo", False)
-    assert _split_stop("hello world!", ("world",)) == ("hello ", "", True)
-    assert _split_stop("abc", ()) == ("abc", "", False)
+    assert split_stop("hello wo", ("world",)) == ("hello ", "wo", False)
+    assert split_stop("hello world!", ("world",)) == ("hello ", "", True)
+    assert split_stop("abc", ()) == ("abc", "", False)
 
 
 def test_prompt_cache_reuse_gives_the_same_reply(lm):
