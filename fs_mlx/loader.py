@@ -89,6 +89,7 @@ def load(
     kernels="auto",
     dtype: mx.Dtype | None = None,
     quantize: tuple[int, int] | None = None,
+    parallel: str | None = None,
 ) -> LoadedModel:
     """MODEL (directory, .gguf, alias, repo id; None = the default) -> LoadedModel.
 
@@ -97,6 +98,8 @@ def load(
     with different backends run side by side.
     quantize=(bits, group_size) quantizes float weights while loading, exactly as
     `fsx quantize` would write them (formats/quantize.py).
+    parallel="tensor" | "pipeline": this process is one rank of a launched job
+    and loads only its share of the model (model/parallel.py, distributed.py).
     """
     backend = make_backend(kernels) if isinstance(kernels, str) else kernels
     where = resolve(model)
@@ -116,8 +119,10 @@ def load(
         tensors, index = load_tensors(where.path)
     if quantize is not None:
         config, tensors = quantize_on_load(config, tensors, *quantize)
+        index = None  # the tensors are no longer the file's
     dtype = dtype or compute_dtype(config)
-    transformer = build_model(config, tensors, index, dtype, backend)
+    split = join_ranks(parallel, config, backend, dtype) if parallel else None
+    transformer = build_model(config, tensors, index, dtype, backend, split)
     return LoadedModel(transformer, tokenizer, config, where.path, dtype)
 
 
@@ -137,15 +142,39 @@ def quantize_on_load(
     return dataclasses.replace(config, quantization=block), tensors
 
 
+def join_ranks(parallel: str, config: ModelConfig, backend, dtype: mx.Dtype):
+    """This process's Split among the launched ranks, once all of them agree on what they run."""
+    from . import __version__, distributed
+    from .model.parallel import MODES, Split
+
+    if parallel not in MODES:
+        raise FsxError(f"--parallel must be one of {', '.join(MODES)}, not {parallel!r}")
+    world = distributed.join()
+    distributed.agree(world, software=f"fs-mlx {__version__}, mlx {mx.__version__}",
+                      model=f"{config!r} {parallel} {backend.name} {dtype}")
+    return Split(parallel, world.group)
+
+
 def build_model(
     config: ModelConfig,
     tensors: dict[str, mx.array],
     index: dict[str, TensorInfo] | None,
     dtype: mx.Dtype,
     backend,
+    split=None,
 ) -> Transformer:
-    """A Transformer for `config` computing with `backend`, filled with `tensors` (checked, cast)."""
+    """A Transformer for `config` computing with `backend`, filled with `tensors` (checked, cast).
+
+    With a `split` (model/parallel.py) it is this rank's share of the model.
+    """
+    if split is not None:
+        tensors = Transformer(config, ops=None).sanitize(tensors)  # names as the split knows them
+        config, tensors = split.local(config, tensors, index)
     model = Transformer(config, backend)
+    if split is not None and split.mode == "pipeline":
+        from .model.parallel import make_pipeline
+
+        make_pipeline(model, config, split.group)
     tensors = model.sanitize(tensors)
     if config.quantization:
         from .model.quantized import (
@@ -159,7 +188,12 @@ def build_model(
         for k, v in tensors.items()
     }
     model.load_weights(list(tensors.items()), strict=True)
-    return fuse(model)  # q/k/v and gate/up joined; evaluates the parameters
+    model = fuse(model)  # q/k/v and gate/up joined; evaluates the parameters
+    if split is not None and split.mode == "tensor":
+        from .model.parallel import add_sums
+
+        add_sums(model, split.group)
+    return model
 
 
 def check_tensors(model: Transformer, tensors: dict[str, mx.array], index: dict[str, TensorInfo]):

@@ -34,6 +34,7 @@ class TensorInfo:
     dtype: str  # safetensors spelling: "BF16", "F32", "U32", ...
     shape: tuple[int, ...]
     file: Path
+    offset: int = 0  # where its bytes begin in the file (header included)
 
     @property
     def nbytes(self) -> int:
@@ -74,7 +75,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             raise FsxError(f"{path}: tensor {name!r} has a malformed header entry") from None
         if dtype not in DTYPE_BYTES:
             raise FsxError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        info = TensorInfo(name, dtype, shape, path)
+        info = TensorInfo(name, dtype, shape, path, 8 + n + begin)
         if end - begin != info.nbytes or begin < 0:
             raise FsxError(
                 f"{path}: tensor {name!r} is {end - begin} bytes on disk but its "
@@ -136,3 +137,33 @@ def load_tensors(model_dir: Path) -> tuple[dict[str, mx.array], dict[str, Tensor
         except (RuntimeError, ValueError) as e:
             raise FsxError(f"{f}: cannot load: {e}") from None
     return tensors, index
+
+
+# --- one rank's slice, read from disk -------------------------------------------
+
+# safetensors dtype -> (numpy dtype to read the bytes as, MLX dtype they are)
+_NUMPY = {"F32": ("<f4", mx.float32), "F16": ("<f2", mx.float16), "BF16": ("<u2", mx.bfloat16),
+          "U32": ("<u4", mx.uint32), "I32": ("<i4", mx.int32), "I64": ("<i8", mx.int64),
+          "U8": ("u1", mx.uint8), "I8": ("i1", mx.int8)}
+
+
+def read_slice(info: TensorInfo, axis: int, start: int, stop: int) -> mx.array:
+    """info's tensor, only indices start:stop along `axis`, read straight from the file.
+
+    `mx.load` reads a whole tensor even when only a slice of it is used (and the
+    slice keeps the whole buffer alive). Under tensor parallelism each rank needs
+    1/N of each large matrix, so it maps the file and copies out just its rows
+    (axis 0: one contiguous byte range) or its columns (axis 1: one range per row;
+    the page cache may read the neighbouring bytes, the process does not hold them).
+    """
+    import numpy as np
+
+    if info.dtype not in _NUMPY:
+        raise FsxError(f"{info.file}: tensor {info.name!r}: cannot slice dtype {info.dtype}")
+    np_dtype, mx_dtype = _NUMPY[info.dtype]
+    data = np.memmap(info.file, dtype=np_dtype, mode="r", offset=info.offset, shape=info.shape)
+    index = [slice(None)] * len(info.shape)
+    index[axis] = slice(start, stop)
+    part = np.ascontiguousarray(data[tuple(index)])  # the only copy: this rank's slice
+    del data
+    return mx.array(part).view(mx_dtype) if info.dtype == "BF16" else mx.array(part)

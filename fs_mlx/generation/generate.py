@@ -98,8 +98,10 @@ def prefill(model, tokens: list[int], cache: list[KVCache], chunk: int = PREFILL
     """Run the prompt through the model in chunks; return the last position's logits [1, vocab]."""
     for start in range(0, len(tokens) - 1, chunk):
         piece = tokens[start:min(start + chunk, len(tokens) - 1)]
-        model.model(mx.array([piece]), cache=cache)  # the body only: these need no logits
-        mx.eval([c.state for c in cache])  # materialise the chunk, freeing its activations
+        h = model.model(mx.array([piece]), cache=cache)  # the body only: these need no logits
+        # Materialise the chunk, freeing its activations. h too: under pipeline
+        # parallelism evaluating it is what sends the chunk on to the next rank.
+        mx.eval(h, [c.state for c in cache])
     return model(mx.array([tokens[-1:]]), cache=cache)[:, -1, :]
 
 

@@ -1,0 +1,174 @@
+"""The ranks of a distributed run: joining them, checking they agree, failing cleanly.
+
+`fsx launch` (apps/launch.py, over `mlx.launch`) starts one process per rank
+with the same command; MLX's own distributed backend connects them (ring over
+TCP, MPI, or JACCL over Thunderbolt 5 RDMA). This module is what every rank
+does on top of that:
+
+    join()        mx.distributed.init under a deadline: a peer that never
+                  connects is an error after FSX_DIST_TIMEOUT seconds, not a hang
+    agree(...)    one all_gather of two hashes (fs-mlx + MLX version; the model,
+                  its quantization, --parallel and --kernels): a rank that would
+                  compute something else stops every rank at start
+    shared_seed() rank 0's random seed for everyone: identical logits plus an
+                  identical random stream make every rank sample the same token
+    follow()      ranks other than 0 print nothing but their errors
+    explain(e)    the backend's "peer lost" errors as one line
+
+The model-level split (which rank holds which weights) is model/parallel.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+
+from .errors import FsxError
+
+DEFAULT_TIMEOUT_S = 120.0  # joining and the first exchange; generous: ranks may load at different speeds
+
+# Environment variables a launcher sets for each rank (mlx.launch: MLX_RANK; mpirun: OMPI_*).
+LAUNCHER_ENV = ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+@dataclass
+class World:
+    group: Any  # mx.distributed.Group
+    rank: int
+    size: int
+
+
+_world: World | None = None
+_error_stream = None  # a rank > 0's stderr, kept for its errors after follow()
+
+
+def launched() -> bool:
+    """Is this process one rank of a launched job?"""
+    return any(v in os.environ for v in LAUNCHER_ENV)
+
+
+def timeout_s() -> float:
+    try:
+        return float(os.environ.get("FSX_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        raise FsxError(f"FSX_DIST_TIMEOUT must be a number of seconds, not {os.environ['FSX_DIST_TIMEOUT']!r}") from None
+
+
+@contextmanager
+def deadline(what: str, seconds: float | None = None):
+    """Run the body, or exit this process with one clear line if it takes longer.
+
+    MLX's ring backend retries a connection forever and a collective waits for
+    every rank, so a peer that never shows up would hang us; a timer thread is
+    the only way out of a call blocked inside MLX.
+    """
+    seconds = timeout_s() if seconds is None else seconds
+    rank = os.environ.get("MLX_RANK", "?")
+
+    def expire():
+        line = (f"fsx: rank {rank}: {what} did not finish within {seconds:.0f} s: a peer is down, "
+                "unreachable or not started (FSX_DIST_TIMEOUT sets the limit)\n")
+        os.write(_error_fd(), line.encode())
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def join() -> World:
+    """This process's place among the ranks (once per process; size 1 when not launched)."""
+    global _world
+    if _world is None:
+        with deadline("connecting to the other ranks"):
+            try:
+                group = mx.distributed.init(strict=launched())
+            except RuntimeError as e:
+                raise FsxError(f"cannot join the other ranks: {e}") from None
+            mx.eval(mx.distributed.all_sum(mx.array(1), group=group))  # every link works
+        _world = World(group, group.rank(), group.size())
+    return _world
+
+
+def fingerprint(text: str) -> list[int]:
+    """Four int32s of text's SHA-256 (all_gather moves numbers, not strings)."""
+    digest = hashlib.sha256(text.encode()).digest()[:16]
+    return [int.from_bytes(digest[i:i + 4], "little", signed=True) for i in range(0, 16, 4)]
+
+
+def agree(world: World, software: str, model: str) -> None:
+    """Stop every rank at start unless all of them run the same software on the same model."""
+    if world.size == 1:
+        return
+    mine = mx.array([fingerprint(software) + fingerprint(model)], dtype=mx.int32)  # [1, 8]
+    with deadline("checking that every rank runs the same model"):
+        every = mx.distributed.all_gather(mine, group=world.group).tolist()  # [N, 8]
+    for r, row in enumerate(every):
+        if row[:4] != every[0][:4]:
+            raise FsxError(f"rank {r} runs a different fs-mlx or MLX version than rank 0 "
+                           f"(this rank: {software}); install the same on every machine")
+        if row[4:] != every[0][4:]:
+            raise FsxError(f"rank {r} loaded a different model, quantization, --parallel or "
+                           "--kernels than rank 0; every rank must run the same command on the "
+                           "same checkpoint")
+
+
+def shared_seed(world: World) -> int:
+    """A random seed chosen by rank 0, the same on every rank."""
+    import random
+
+    seed = random.randrange(2**31) if world.rank == 0 else 0
+    if world.size == 1:
+        return seed
+    return int(mx.distributed.all_sum(mx.array(seed, dtype=mx.int32), group=world.group).item())
+
+
+def follow(world: World) -> None:
+    """Ranks other than 0 go quiet: rank 0 owns the terminal, the others follow.
+
+    Their stdout and stderr (and MLX's own messages on the file descriptors)
+    go to /dev/null; `error_stream()` is where their errors still go.
+    """
+    global _error_stream
+    if world.rank == 0 or _error_stream is not None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _error_stream = os.fdopen(os.dup(2), "w")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def error_stream():
+    """Where this rank's error line goes (stderr, or the saved one after follow())."""
+    return _error_stream or sys.stderr
+
+
+def _error_fd() -> int:
+    return _error_stream.fileno() if _error_stream is not None else 2
+
+
+def rank_prefix() -> str:
+    """'rank 1: ' for the errors of a rank > 0 of a launched job, '' otherwise."""
+    return f"rank {_world.rank}: " if _world is not None and _world.rank > 0 else ""
+
+
+def explain(e: BaseException) -> str | None:
+    """One line for the backend's errors when a peer goes away; None for anything else."""
+    text = str(e)
+    if isinstance(e, RuntimeError) and ("[ring]" in text or "[mpi]" in text or "[jaccl]" in text):
+        return f"lost the connection to another rank ({text.strip()}); did a rank exit or crash?"
+    return None
