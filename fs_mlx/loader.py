@@ -8,8 +8,10 @@
     tokenizer*.json    -> Tokenizer
     (a .gguf file gives all three from one file: formats/gguf.py; quantized layers: model/quantized.py)
 
-Every tensor is checked against the parameter the model expects before any
-is loaded, so a wrong checkpoint fails with the tensor's name and file.
+The config is checked against the tensor index (headers only) before the model
+is built, so a config that lies about its size costs nothing; then every tensor
+is checked against the parameter the model expects before any is loaded, so a
+wrong checkpoint fails with the tensor's name and file (docs/trust.md).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from mlx.utils import tree_flatten
 
 from .errors import FsxError
 from .formats.hub import resolve
-from .formats.safetensors import TensorInfo, load_tensors
+from .formats.safetensors import TensorInfo, load_indexed, tensor_index
 from .formats.tokenizer import Tokenizer
 from .model.backends import KERNEL_CHOICES, MLXBackend, ReferenceBackend
-from .model.config import FLOAT_DTYPES, ModelConfig, load_config
+from .model.config import FLOAT_DTYPES, ModelConfig, check_against_tensors, load_config
 from .model.fuse import fuse
 from .model.transformer import Transformer
 
@@ -115,8 +117,10 @@ def load(
             method = foreign.get("quant_method", "?") if isinstance(foreign, dict) else "?"
             raise FsxError(f"{model}: {method}-quantized checkpoints are not supported; use a float "
                            "or an MLX-quantized (mlx-community) checkpoint")
+        index = tensor_index(where.path)  # headers only: nothing allocated yet
+        check_against_tensors(config, {k: t.shape for k, t in index.items()}, str(where.path))
         tokenizer = Tokenizer.from_dir(where.path)
-        tensors, index = load_tensors(where.path)
+        tensors = load_indexed(index)
     if quantize is not None:
         config, tensors = quantize_on_load(config, tensors, *quantize)
         index = None  # the tensors are no longer the file's

@@ -359,7 +359,7 @@ def test_truncated_and_garbage_files(tmp_path, small_gguf):
     (dict(pre="tekken"), "unsupported GGUF pre-tokenizer 'tekken'"),
     (dict(extra_meta={"qwen3.rope.scaling.type": "yarn"}), "RoPE scaling 'yarn'"),
     (dict(skip=("blk.1.ffn_up.weight",)), "missing tensor model.layers.1.mlp.up_proj.weight"),
-    (dict(extra_meta={"general.alignment": "32"}), "malformed GGUF file (general.alignment = '32')"),
+    (dict(extra_meta={"general.alignment": "32"}), "malformed GGUF file (general.alignment = '32',"),
     (dict(extra_meta={"qwen3.rope.freq_base": "fast"}), "malformed GGUF metadata"),
 ])
 def test_unsupported_files_fail_clearly(tmp_path, kwargs, message):

@@ -27,6 +27,7 @@ or truncated file fails with one message.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections import Counter
@@ -37,7 +38,8 @@ from typing import Any, BinaryIO
 import mlx.core as mx
 
 from ..errors import FsxError
-from ..model.config import ModelConfig
+from ..files import open_regular
+from ..model.config import ModelConfig, check_against_tensors
 from .gguf_tokenizer import build_tokenizer
 
 # --- the header ------------------------------------------------------------------
@@ -63,6 +65,7 @@ GGML_TYPES = {
 # Types mx.load keeps quantized, in MLX's affine format (group 32): name -> bits.
 AFFINE_TYPES = {"Q4_0": 4, "Q4_1": 4, "Q8_0": 8}
 FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ITEMS = 1 << 24  # sanity bound on counts read from the file (a 16M-entry vocab is absurd)
 
 
@@ -119,6 +122,8 @@ class _Reader:
             return self.string()
         if vtype == _ARRAY:
             etype, n = self.unpack("<I"), self.count("array")
+            if etype == _ARRAY:  # llama.cpp has none and reads none: refused, not recursed into
+                raise FsxError(f"{self.path}: malformed GGUF file (an array of arrays)")
             if etype in _SCALAR:
                 fmt = _SCALAR[etype]
                 size = struct.calcsize(fmt)
@@ -131,8 +136,8 @@ def read_header(path: Path) -> GGUFHeader:
     """Metadata and tensor table, checked against the file size (no tensor data read)."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
             r = _Reader(f, path, size)
             if f.read(4) != GGUF_MAGIC:
                 raise FsxError(f"{path}: not a GGUF file (no GGUF magic)")
@@ -143,13 +148,16 @@ def read_header(path: Path) -> GGUFHeader:
             metadata = {}
             for _ in range(n_kv):
                 key = r.string()
+                if key in metadata:
+                    raise FsxError(f"{path}: malformed GGUF file (metadata key {key[:100]!r} appears twice)")
                 metadata[key] = r.value(r.unpack("<I"))
             infos = []
             for _ in range(n_tensors):
                 name = r.string()
                 n_dims = r.unpack("<I")
-                if n_dims > 8:
-                    raise FsxError(f"{path}: malformed GGUF file (tensor {name!r} has {n_dims} dims)")
+                if n_dims > MAX_DIMS:
+                    raise FsxError(f"{path}: malformed GGUF file (tensor {name[:100]!r} has {n_dims} dims, "
+                                   f"ggml allows {MAX_DIMS})")
                 dims = [r.unpack("<Q") for _ in range(n_dims)]
                 infos.append((name, dims, r.unpack("<I"), r.unpack("<Q")))
             header_end = f.tell()
@@ -157,25 +165,36 @@ def read_header(path: Path) -> GGUFHeader:
         raise FsxError(f"{path}: cannot read: {e.strerror}") from None
 
     align = metadata.get("general.alignment", 32)
-    if not isinstance(align, int) or not 0 < align <= 1 << 16:
-        raise FsxError(f"{path}: malformed GGUF file (general.alignment = {align!r})")
+    if not isinstance(align, int) or not 0 < align <= 1 << 16 or align & (align - 1):
+        raise FsxError(f"{path}: malformed GGUF file (general.alignment = {align!r}, "
+                       "must be a power of two)")
     data_start = (header_end + align - 1) // align * align
-    tensors = {}
+    # llama.cpp's rules (gguf.cpp): names unique, the innermost dim whole blocks, and
+    # tensors laid out in table order, each at the padded end of the one before: no
+    # overlap, no misalignment, no gap.
+    tensors, expected = {}, 0
     for name, dims, type_id, offset in infos:
+        where = f"{path}: tensor {name[:100]!r}"
+        if name in tensors:
+            raise FsxError(f"{where} appears twice in the tensor table")
         if type_id not in GGML_TYPES:
-            raise FsxError(f"{path}: tensor {name!r} has unknown ggml type {type_id}")
+            raise FsxError(f"{where} has unknown ggml type {type_id}")
         tname, block, block_bytes = GGML_TYPES[type_id]
         n = 1
         for d in dims:
             n *= d
-        if n % block:
-            raise FsxError(f"{path}: tensor {name!r} ({n} values) is not whole {tname} blocks")
+        if dims and dims[0] % block:
+            raise FsxError(f"{where} (rows of {dims[0]} values) is not whole {tname} blocks of {block}")
         t = GGUFTensor(name, tuple(reversed(dims)), tname, offset, n // block * block_bytes)
+        if offset != expected:
+            what = "overlaps the tensor before it" if offset < expected else "is misaligned or leaves a gap"
+            raise FsxError(f"{where} starts at data offset {offset}, expected {expected}: it {what}")
         if data_start + offset + t.nbytes > size:
             raise FsxError(
-                f"{path}: truncated: tensor {name!r} ends at byte "
+                f"{path}: truncated: tensor {name[:100]!r} ends at byte "
                 f"{data_start + offset + t.nbytes}, file has {size} (incomplete download?)"
             )
+        expected = offset + (t.nbytes + align - 1) // align * align
         tensors[name] = t
     return GGUFHeader(path, version, metadata, tensors, data_start, size)
 
@@ -404,5 +423,8 @@ def load_gguf(path: Path):
     """(config, tensors [HF names], tokenizer) from one .gguf file."""
     header = read_header(path)
     config = config_from_header(header)
+    # The config must agree with the tensor table before anything is built or read.
+    check_against_tensors(config, {hf: t.shape for name, t in header.tensors.items()
+                                   if (hf := hf_name(name))}, str(path))
     tokenizer = build_tokenizer(header)
     return config, load_tensors(header, config), tokenizer

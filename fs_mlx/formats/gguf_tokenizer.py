@@ -45,6 +45,16 @@ _OWN_SENTENCEPIECE = ("gemma", "gemma2", "gemma3", "phi3")
 
 def build_tokenizer(header: GGUFHeader):
     """fs_mlx Tokenizer from `tokenizer.ggml.*` (byte-level BPE or SentencePiece BPE)."""
+    try:
+        return _build(header)
+    except FsxError:
+        raise
+    except Exception as e:  # tokenizers raises plain Exceptions: a merge naming an unknown token, ...
+        raise FsxError(f"{header.path}: the GGUF tokenizer metadata is inconsistent "
+                       f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _build(header: GGUFHeader):
     from tokenizers import AddedToken
 
     from .tokenizer import Tokenizer
@@ -59,6 +69,7 @@ def build_tokenizer(header: GGUFHeader):
     tokens = m.get("tokenizer.ggml.tokens")
     if not tokens:
         raise FsxError(f"{where}: GGUF metadata lacks tokenizer.ggml.tokens")
+    _check_types(m, where)
     types = m.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     arch = m.get("general.architecture")
     if kind == "llama" and arch in _OWN_SENTENCEPIECE:
@@ -107,9 +118,41 @@ def build_tokenizer(header: GGUFHeader):
                      chat_template=m.get("tokenizer.chat_template"), special_tokens=special)
 
 
+# What each tokenizer.ggml.* value must be: a metadata value of another type (an int
+# array where strings belong, a string where a bool does) is refused with its key.
+_TYPES = {
+    "tokens": (list, str), "token_type": (list, int), "scores": (list, (int, float)),
+    "merges": (list, str), "pre": (str, None), "chat_template": (str, None),
+    "add_bos_token": (bool, None), "add_space_prefix": (bool, None),
+}
+
+
+def _check_types(m: dict, where) -> None:
+    from ..model.config import MAX_VOCAB
+
+    for key, (kind, item) in _TYPES.items():
+        full = "tokenizer.chat_template" if key == "chat_template" else f"tokenizer.ggml.{key}"
+        value = m.get(full)
+        if value is None:
+            continue
+        ok = isinstance(value, kind) and (item is None or all(
+            isinstance(x, item) and not (item is not bool and isinstance(x, bool)) for x in value))
+        if not ok:
+            what = f"a list of {getattr(item, '__name__', 'numbers')}" if item else kind.__name__
+            raise FsxError(f"{where}: GGUF metadata {full} must be {what}")
+    tokens = m["tokenizer.ggml.tokens"]
+    if len(tokens) > MAX_VOCAB:
+        raise FsxError(f"{where}: GGUF vocabulary of {len(tokens)} tokens (at most {MAX_VOCAB})")
+    for key in ("token_type", "scores"):
+        values = m.get(f"tokenizer.ggml.{key}")
+        if values is not None and len(values) != len(tokens):
+            raise FsxError(f"{where}: GGUF metadata tokenizer.ggml.{key} has {len(values)} entries "
+                           f"for {len(tokens)} tokens")
+
+
 def _token_id(m: dict, key: str, n: int) -> int | None:
-    i = m.get(f"tokenizer.ggml.{key}")
-    return int(i) if i is not None and 0 <= int(i) < n else None
+    i = m.get(f"tokenizer.ggml.{key}")  # an id outside the vocabulary (or not an id) is ignored
+    return i if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n else None
 
 
 def _sentencepiece(m: dict, tokens: list[str], where):

@@ -21,7 +21,7 @@ from typing import Any
 import mlx.core as mx
 
 from ..errors import FsxError
-from ..files import atomic_dir
+from ..files import atomic_dir, read_json
 from ..model.config import FLOAT_DTYPES
 from ..model.quantized import check_spec
 from ..model.transformer import Embedding, Linear, Transformer
@@ -91,8 +91,8 @@ def write_quantized(source: Path, out: Path, bits: int, group_size: int, progres
     place at the end, so an error or Ctrl-C never leaves a half-written `out`.
     Returns a summary (bits per weight, bytes, layers quantized).
     """
-    from ..model.config import ModelConfig
-    from .safetensors import load_tensors
+    from ..model.config import ModelConfig, check_against_tensors
+    from .safetensors import load_indexed, tensor_index
 
     bits, group_size = check_spec(bits, group_size)
     out = Path(out)
@@ -102,7 +102,9 @@ def write_quantized(source: Path, out: Path, bits: int, group_size: int, progres
     if raw.get("quantization") or raw.get("quantization_config"):
         raise FsxError(f"{source} is already quantized; fsx quantize needs a float checkpoint")
     config = ModelConfig.from_dict(raw, source=str(source / "config.json"))
-    tensors, _ = load_tensors(source)
+    index = tensor_index(source)  # headers only: the config must agree before a layer is built
+    check_against_tensors(config, {k: t.shape for k, t in index.items()}, str(source))
+    tensors = load_indexed(index)
     skeleton = Transformer(config, ops=None)  # structure only: which paths are layers
     tensors = cast_floats(skeleton.sanitize(tensors), storage_dtype(raw))
     qtensors, qconfig = quantize_tensors(skeleton, tensors, bits, group_size)
@@ -125,12 +127,9 @@ def write_quantized(source: Path, out: Path, bits: int, group_size: int, progres
 def _read_config(source: Path) -> dict[str, Any]:
     """config.json as written (mlx-lm needs its own fields back, not just ours)."""
     path = Path(source) / "config.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FsxError(f"{source}: no config.json (expected a Hugging Face model directory)") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FsxError(f"{path}: cannot read: {e}") from None
+    if not path.exists():
+        raise FsxError(f"{source}: no config.json (expected a Hugging Face model directory)")
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise FsxError(f"{path}: expected a JSON object")
     return raw

@@ -4,20 +4,32 @@ Field names are the Hugging Face ones (`hidden_size`, `num_key_value_heads`,
 ...), so the checkpoint's vocabulary flows through unchanged; unknown keys
 are ignored. One dataclass covers every supported architecture: Qwen3 is a
 Llama with per-head QK-norm and no attention bias.
+
+config.json is untrusted input (docs/trust.md), so the dataclass is a pydantic
+schema: each field is declared once, with its type and range, and pydantic
+checks them all (strictly: "64" is not 64, 1e9 is not an integer, "yes" is not
+true). The rules between fields follow in `__post_init__`; the rules between
+the config and the weights (`check_against_tensors`) run before any layer is
+built, so a config that claims a billion layers costs nothing. To add a field,
+add one line: `name: Type = default` (a bounded `Annotated` type for sizes;
+`list[...]`, not tuple, for JSON arrays).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import mlx.core as mx
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
 
 from ..errors import FsxError
-from .rope import SCALING_TYPES, scaling_type
+from ..files import read_json
+from .rope import check_scaling
 
 # model_type -> what that family fixes, whatever its config.json says:
 #   qk_norm  attention RMS-normalises q and k per head (over head_dim) before RoPE
@@ -41,44 +53,64 @@ REQUIRED_FIELDS = (
     "vocab_size",
 )
 
+# Bounds that keep every shape and product inside MLX's 32-bit dimensions, each far
+# above any real model (largest today: hidden 16384, 126 layers, 128 heads, 262k vocab).
+# The real bound is tighter: the weights must have exactly these shapes.
+MAX_WIDTH = 1 << 20  # hidden_size, intermediate_size
+MAX_LAYERS = 1 << 12
+MAX_HEADS = 1 << 12  # also head_dim
+MAX_VOCAB = 1 << 24
+MAX_POSITIONS = (1 << 31) - 1
 
-@dataclass
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Heads = Annotated[int, Field(ge=1, le=MAX_HEADS)]
+TokenId = Annotated[int, Field(ge=0, lt=MAX_VOCAB)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+@dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
 class ModelConfig:
     model_type: str
-    hidden_size: int
-    num_hidden_layers: int
-    intermediate_size: int
-    num_attention_heads: int
-    vocab_size: int
-    num_key_value_heads: int | None = None  # None: multi-head (= num_attention_heads)
-    head_dim: int | None = None  # None: hidden_size // num_attention_heads
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
+    hidden_size: Width
+    num_hidden_layers: Annotated[int, Field(ge=1, le=MAX_LAYERS)]
+    intermediate_size: Width
+    num_attention_heads: Heads
+    vocab_size: Annotated[int, Field(ge=1, le=MAX_VOCAB)]
+    num_key_value_heads: Heads | None = None  # None: multi-head (= num_attention_heads)
+    head_dim: Heads | None = None  # None: hidden_size // num_attention_heads
+    rms_norm_eps: Annotated[float, Field(gt=0, lt=1)] = 1e-6
+    rope_theta: Positive = 10000.0
     rope_scaling: dict[str, Any] | None = None
     rope_traditional: bool = False  # True: interleaved pairs (llama.cpp order)
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
-    max_position_embeddings: int = 4096
+    max_position_embeddings: Annotated[int, Field(ge=1, le=MAX_POSITIONS)] = 4096
     hidden_act: str = "silu"
     torch_dtype: str | None = None  # the checkpoint's storage dtype, as written
-    eos_token_id: int | list[int] | None = None
-    bos_token_id: int | None = None
+    eos_token_id: TokenId | list[TokenId] | None = None
+    bos_token_id: TokenId | None = None
     # mlx-community quantized checkpoints: {"group_size": 64, "bits": 4, ...}
     quantization: dict[str, Any] | None = None
     qk_norm: bool = False  # set from ARCHITECTURES[model_type]
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.model_type not in ARCHITECTURES:  # the more useful message: first
+            self.validate()
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
+            if self.hidden_size < self.num_attention_heads:
+                raise FsxError(f"hidden_size ({self.hidden_size}) is smaller than "
+                               f"num_attention_heads ({self.num_attention_heads}) and no head_dim is given")
             self.head_dim = self.hidden_size // self.num_attention_heads
         self.validate()
         for name, value in ARCHITECTURES[self.model_type].items():
             setattr(self, name, value)
 
     def validate(self) -> None:
+        """The rules between fields (pydantic has checked each field alone)."""
         if self.model_type not in ARCHITECTURES:
             supported = ", ".join(sorted(ARCHITECTURES))
             raise FsxError(
@@ -90,19 +122,23 @@ class ModelConfig:
                 f"num_attention_heads ({self.num_attention_heads}) is not a multiple "
                 f"of num_key_value_heads ({self.num_key_value_heads})"
             )
+        if self.head_dim % 2:
+            raise FsxError(f"head_dim must be even (RoPE rotates pairs of features), got {self.head_dim}")
         if self.hidden_act not in ("silu", "swish"):
             raise FsxError(f"unsupported hidden_act {self.hidden_act!r}; only silu (SwiGLU)")
-        kind = scaling_type(self.rope_scaling)
-        if kind is not None and kind not in SCALING_TYPES:
-            raise FsxError(f"unsupported rope_scaling type {kind!r}; supported: {', '.join(SCALING_TYPES)}")
+        if problem := check_scaling(self.rope_scaling):
+            raise FsxError(problem)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+        model_type = d.get("model_type")
+        if model_type is not None and not isinstance(model_type, str):
+            raise FsxError(f"{source}: model_type must be a string, got {_show(model_type)}")
         # An unsupported architecture is the more useful message: check it first.
-        if d.get("model_type") is not None and d["model_type"] not in ARCHITECTURES:
+        if model_type is not None and model_type not in ARCHITECTURES:
             supported = ", ".join(sorted(ARCHITECTURES))
             raise FsxError(
-                f"{source}: unsupported architecture model_type={d['model_type']!r}; "
+                f"{source}: unsupported architecture model_type={_show(model_type)}; "
                 f"fs-mlx supports: {supported}"
             )
         missing = [k for k in REQUIRED_FIELDS if d.get(k) is None]
@@ -111,6 +147,8 @@ class ModelConfig:
         d = dict(d)
         # transformers 5 moves rope_theta (and the scaling) into rope_parameters.
         rope_params = d.get("rope_parameters") or {}
+        if not isinstance(rope_params, dict):
+            raise FsxError(f"{source}: rope_parameters must be an object, got {_show(rope_params)}")
         if "rope_theta" not in d and "rope_theta" in rope_params:
             d["rope_theta"] = rope_params["rope_theta"]
         if d.get("rope_scaling") is None and rope_params.get("rope_type") not in (None, "default"):
@@ -122,18 +160,76 @@ class ModelConfig:
         extra = {k: v for k, v in d.items() if k not in names}
         try:
             return cls(**known, extra=extra)
-        except (TypeError, ValueError, ZeroDivisionError) as e:
-            raise FsxError(f"{source}: invalid value: {e}") from None
+        except ValidationError as e:
+            raise FsxError(f"{source}: {_explain(e)}") from None
+        except FsxError as e:
+            raise FsxError(f"{source}: {e}") from None
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _explain(error: ValidationError) -> str:
+    """pydantic's errors -> one line: 'field: what is wrong (got value)', per bad field."""
+    by_field: dict[str, list[dict]] = {}
+    for e in error.errors():
+        by_field.setdefault(str(e["loc"][0]) if e["loc"] else "config", []).append(e)
+    parts = []
+    for name, errors in by_field.items():
+        # In a union (int | list[int] | None) a range error says more than "not a list".
+        ranged = [e for e in errors if not e["type"].endswith("_type")]
+        if len(errors) > 1 and not ranged:
+            what = "must be " + " or ".join(dict.fromkeys(_type_name(e) for e in errors))
+        else:
+            what = (ranged or errors)[0]["msg"].lower().removeprefix("input should be ")
+            what = what.replace("a valid integer", "an integer").replace("a valid ", "a ")
+            what = what if what.startswith(("must", "field")) else f"must be {what}"
+        parts.append(f"{name} {what}, got {_show(errors[0]['input'])}")
+    more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
+    return "; ".join(parts[:3]) + more
+
+
+def _type_name(e: dict) -> str:
+    loc = [p for p in e["loc"][1:] if isinstance(p, str)]
+    return re.sub(r"constrained-int", "int", loc[0]) if loc else e["type"].removesuffix("_type")
 
 
 def load_config(model_dir: Path) -> ModelConfig:
     path = Path(model_dir) / "config.json"
-    if not path.is_file():
+    if not path.exists():
         raise FsxError(f"{model_dir}: no config.json (expected a Hugging Face model directory)")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FsxError(f"{path}: not valid JSON: {e}") from None
+    d = read_json(path)
     if not isinstance(d, dict):
         raise FsxError(f"{path}: expected a JSON object")
     return ModelConfig.from_dict(d, source=str(path))
+
+
+# --- the config against the weights ------------------------------------------------
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+
+
+def check_against_tensors(config: ModelConfig, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """Refuse a config that the tensor index contradicts, before any layer is built.
+
+    `shapes`: Hugging Face tensor name -> stored shape, from the safetensors headers
+    or the GGUF tensor table (nothing read but headers). The layer count, the
+    vocabulary and the width are what building a model costs; each must be what
+    the stored tensors hold. The rest (heads, intermediate size) is checked tensor
+    by tensor after the (lazy, unallocated) model exists: loader.check_tensors.
+    """
+    layers = {int(m.group(1)) for name in shapes if (m := _LAYER.match(name))}
+    if layers != set(range(config.num_hidden_layers)):
+        have = f"layers 0..{max(layers)} ({len(layers)} distinct)" if layers else "no layers"
+        raise FsxError(f"{source}: config says num_hidden_layers={config.num_hidden_layers}, "
+                       f"the weights hold {have}")
+    embed = shapes.get("model.embed_tokens.weight")
+    if embed is not None and (not embed or embed[0] != config.vocab_size):
+        raise FsxError(f"{source}: config says vocab_size={config.vocab_size}, the embedding "
+                       f"model.embed_tokens.weight has shape {list(embed)}")
+    norm = shapes.get("model.norm.weight")
+    if norm is not None and tuple(norm) != (config.hidden_size,):
+        raise FsxError(f"{source}: config says hidden_size={config.hidden_size}, the final norm "
+                       f"model.norm.weight has shape {list(norm)}")

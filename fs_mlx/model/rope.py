@@ -52,6 +52,38 @@ def scaling_type(scaling: dict[str, Any] | None) -> str | None:
     return None if kind == "default" else kind
 
 
+# Each rule's numbers in config.json's rope_scaling block: name -> required? All must be
+# finite and > 0 (a factor of 0 divides by zero; a negative one runs backwards).
+SCALING_FIELDS: dict[str, dict[str, bool]] = {
+    "linear": {"factor": True},
+    "llama3": {"factor": True, "low_freq_factor": False, "high_freq_factor": False,
+               "original_max_position_embeddings": False},
+}
+
+
+def check_scaling(scaling: dict[str, Any] | None) -> str | None:
+    """What is wrong with a rope_scaling block (None: nothing). Checked when the config loads."""
+    if scaling is None:
+        return None
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if kind is not None and not isinstance(kind, str):
+        return f"rope_scaling type must be a string, got {kind!r}"
+    kind = scaling_type(scaling)
+    if kind is None:
+        return None
+    if kind not in SCALING_TYPES:
+        return f"unsupported rope_scaling type {kind!r}; supported: {', '.join(SCALING_TYPES)}"
+    for name, required in SCALING_FIELDS.get(kind, {}).items():
+        value = scaling.get(name)
+        if value is None and not required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            return f"rope_scaling {kind!r} needs {name} > 0 (a finite number), got {value!r}"
+    if kind == "llama3" and scaling.get("high_freq_factor", 4.0) <= scaling.get("low_freq_factor", 1.0):
+        return "rope_scaling 'llama3' needs high_freq_factor > low_freq_factor"
+    return None
+
+
 def make_rope(dims: int, base: float, traditional: bool, scaling: dict[str, Any] | None) -> Rope:
     """The RoPE a model with these config values uses."""
     kind = scaling_type(scaling)
