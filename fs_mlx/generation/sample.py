@@ -25,6 +25,10 @@ Sampler = Callable[..., mx.array]  # (logits [B, V], key=None) -> tokens [B]; ke
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]  # (past tokens [T], logits [B, V])
 
 
+MAX_TEMPERATURE = 100.0
+MAX_TOP_K = 1 << 24  # = config.MAX_VOCAB
+
+
 @dataclass
 class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
@@ -37,15 +41,18 @@ class SamplingParams:
 
     def validate(self) -> "SamplingParams":
         checks = [
-            (self.temperature >= 0 and math.isfinite(self.temperature),
-             f"temperature must be >= 0 (0 = greedy), got {self.temperature}"),
-            (self.top_k >= 0, f"top-k must be >= 0 (0 = off), got {self.top_k}"),
+            (0 <= self.temperature <= MAX_TEMPERATURE,
+             f"temperature must be in [0, {MAX_TEMPERATURE:g}] (0 = greedy), got {self.temperature}"),
+            (0 <= self.top_k <= MAX_TOP_K,
+             f"top-k must be in [0, {MAX_TOP_K}] (0 = off; no vocabulary is larger), got {self.top_k}"),
             (0 < self.top_p <= 1, f"top-p must be in (0, 1], got {self.top_p}"),
             (0 <= self.min_p < 1, f"min-p must be in [0, 1), got {self.min_p}"),
             (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
              f"repetition penalty must be > 0 (1 = off), got {self.repetition_penalty}"),
             (math.isfinite(self.presence_penalty),
              f"presence penalty must be a finite number, got {self.presence_penalty}"),
+            (self.seed is None or 0 <= self.seed < 2**64,
+             f"seed must be in [0, 2**64) (MLX's seed is unsigned 64-bit), got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
