@@ -114,8 +114,8 @@ CASES = [
     ("weights-link-out", link_out, LOGITS, None, "a link that leaves the model folder"),
     # command-line options and input, checked before loading
     ("seed-neg", None, ("generate", "{m}", "-p", "hi", "--seed", "-1"), None, "seed must be in [0, 2**64)"),
-    ("top-k-huge", None, ("generate", "{m}", "-p", "hi", "--top-k", str(10**20)), None, "top-k must be in [0, 16777216]"),
-    ("temp-huge", None, ("generate", "{m}", "-p", "hi", "--temp", "1e308"), None, "temperature must be in [0, 100]"),
+    ("top-k-huge", None, ("generate", "{m}", "-p", "hi", "--top-k", str(10**20)), None, "top-k must be >= 0 and <= 16777216"),
+    ("temp-huge", None, ("generate", "{m}", "-p", "hi", "--temp", "1e308"), None, "temperature must be >= 0 and <= 100"),
     ("context-huge", None, ("generate", "{m}", "-p", "hi", "--context", str(10**12)), None, "16<=x<=16777216"),
     ("max-tokens-huge", None, ("generate", "{m}", "-p", "hi", "-n", str(10**12)), None, "1<=x<=16777216"),
     ("out-empty", None, ("logits", "{m}", "--ids", "1", "--out", ""), None, "--out needs a file name"),

@@ -117,13 +117,16 @@ class Settings:
     dtype: str | None = None  # fsx's compute dtype; None: its own choice (float32 on CPU)
 
     def validate(self) -> "Settings":
-        if not 1 <= self.prompt_tokens <= MAX_TOKENS:
-            raise FsxError(f"--prompt-tokens must be in [1, {MAX_TOKENS}], got {self.prompt_tokens}")
-        if not 2 <= self.gen_tokens <= MAX_TOKENS:
-            raise FsxError(f"--gen-tokens must be in [2, {MAX_TOKENS}] (decode speed needs two tokens), "
+        if self.prompt_tokens < 1:
+            raise FsxError(f"--prompt-tokens must be at least 1, got {self.prompt_tokens}")
+        if self.gen_tokens < 2:
+            raise FsxError(f"--gen-tokens must be at least 2 (decode speed needs two tokens), "
                            f"got {self.gen_tokens}")
-        if not 1 <= self.repeat <= 1000:
-            raise FsxError(f"--repeat must be in [1, 1000], got {self.repeat}")
+        if self.repeat < 1:
+            raise FsxError(f"--repeat must be at least 1, got {self.repeat}")
+        if max(self.prompt_tokens, self.gen_tokens) > MAX_TOKENS or self.repeat > 1000:
+            raise FsxError(f"--prompt-tokens and --gen-tokens must be at most {MAX_TOKENS}, "
+                           f"--repeat at most 1000")
         if any(c > MAX_TOKENS for c in self.contexts):
             raise FsxError(f"--contexts must be at most {MAX_TOKENS} tokens")
         if self.bandwidth_gbs is not None and not self.bandwidth_gbs > 0:

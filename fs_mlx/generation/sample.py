@@ -42,9 +42,9 @@ class SamplingParams:
     def validate(self) -> "SamplingParams":
         checks = [
             (0 <= self.temperature <= MAX_TEMPERATURE,
-             f"temperature must be in [0, {MAX_TEMPERATURE:g}] (0 = greedy), got {self.temperature}"),
+             f"temperature must be >= 0 and <= {MAX_TEMPERATURE:g} (0 = greedy), got {self.temperature}"),
             (0 <= self.top_k <= MAX_TOP_K,
-             f"top-k must be in [0, {MAX_TOP_K}] (0 = off; no vocabulary is larger), got {self.top_k}"),
+             f"top-k must be >= 0 and <= {MAX_TOP_K} (0 = off; no vocabulary is larger), got {self.top_k}"),
             (0 < self.top_p <= 1, f"top-p must be in (0, 1], got {self.top_p}"),
             (0 <= self.min_p < 1, f"min-p must be in [0, 1), got {self.min_p}"),
             (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
