@@ -128,7 +128,7 @@ void ThreadPool::worker_loop() {
 void ThreadPool::run(int n_chunks, const std::function<void(int)>& fn) {
   std::lock_guard<std::mutex> run_lock(run_mu_);
   int wanted = wanted_.load();
-  if (static_cast<int>(workers_.size()) + 1 != wanted) {
+  if (n_chunks > 1 && static_cast<int>(workers_.size()) + 1 != wanted) {
     start(wanted);
   }
   if (workers_.empty() || n_chunks <= 1) {

@@ -41,16 +41,18 @@ class FsxGroup(click.Group):
 
 
 def _version_message() -> str:
-    """`fsx --version`: also which BLAS MLX's CPU backend got (fs_mlx/openblas.py)."""
+    """`fsx --version`: also which BLAS MLX's CPU backend got (fs_mlx/openblas.py) and
+    whether the CPU matrix products are fsx's own kernels or MLX's ops (fs_mlx/cpu)."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from .. import cpu
     from ..openblas import STATUS
 
     try:
         mlx = version("mlx")
     except PackageNotFoundError:
         mlx = "?"
-    return f"%(prog)s %(version)s (mlx {mlx}; BLAS: {STATUS})"
+    return f"%(prog)s %(version)s (mlx {mlx}; BLAS: {STATUS}; CPU matmuls: {cpu.STATUS})"
 
 
 @click.group(cls=FsxGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,7 +15,8 @@ object with these methods, identical in signature across implementations:
     quantized_swiglu(x, w, scales, biases, *, group_size, bits)     w = [gate; up]
 
 The implementations:
-  "mlx"        MLXBackend: MLX's own ops (`mx.fast.*`) — runs wherever MLX runs
+  "mlx"        MLXBackend: MLX's own ops (`mx.fast.*`) — runs wherever MLX runs; on the
+               CPU its matrix products go to fsx's own CPU kernels (fs_mlx/cpu) where built
   "metal"      fs_mlx.kernels.MetalBackend(): the hand-written kernels in metal/ (Apple GPUs)
   "msl"        fs_mlx.kernels.MetalBackend(executor=True): the same kernels on the CPU,
                through the MSL executor (fs_mlx/msl) — exact and slow, for tests and learning
@@ -32,6 +33,7 @@ from collections import Counter
 
 import mlx.core as mx
 
+from .. import cpu
 from . import reference
 from .rope import Rope
 
@@ -39,17 +41,28 @@ KERNEL_CHOICES = ("auto", "metal", "mlx", "msl", "reference")
 OPS = ("rms_norm", "add_rms_norm", "qk_norm_rope", "attention", "swiglu", "linear",
        "quantized_matmul", "quantized_swiglu")
 
-# MLX's CPU quantized matmul costs about one matrix-vector product per row of x,
-# so prefilling L tokens costs L decode steps (measured: 64 rows through the
-# 49152x576 SmolLM2 head, 3.6 s). From this many rows on, dequantizing the
-# matrix once (~0.2 s for that head) and using the float BLAS matmul is faster.
+# Without fsx's CPU kernels: MLX's CPU quantized matmul costs about one
+# matrix-vector product per row of x, so prefilling L tokens costs L decode
+# steps (measured: 64 rows through the 49152x576 SmolLM2 head, 3.6 s). From this
+# many rows on, dequantizing the matrix once (~0.2 s for that head) and using
+# the float BLAS matmul is faster. (The CPU kernels' own GEMM dequantizes in
+# tiles and needs neither the copy nor a BLAS.)
 CPU_DENSE_ROWS = 8
 
 
 class MLXBackend:
-    """MLX's own ops: `mx.fast.rms_norm`, `mx.fast.rope`, `mx.fast.scaled_dot_product_attention`, ..."""
+    """MLX's own ops: `mx.fast.rms_norm`, `mx.fast.rope`, `mx.fast.scaled_dot_product_attention`, ...
+
+    On the CPU stream, `linear` and `quantized_matmul` run fsx's CPU kernels
+    (fs_mlx/cpu: a matvec that streams each weight once, a few-row path, a tiled
+    GEMM) where the extension is built and takes the shapes; cpu_kernels=False
+    keeps MLX's own matmuls, as does a machine where the extension was not built.
+    """
 
     name = "mlx"
+
+    def __init__(self, cpu_kernels: bool = True):
+        self.cpu_kernels = cpu_kernels and cpu.available()
 
     def rms_norm(self, x, weight, eps):
         return mx.fast.rms_norm(x, weight, eps)
@@ -76,10 +89,15 @@ class MLXBackend:
         return gate * mx.sigmoid(gate) * up
 
     def linear(self, x, weight, bias=None):
-        y = x @ weight.T
+        if self.cpu_kernels and cpu.handles_linear(x, weight):
+            y = cpu.linear(x, weight)
+        else:
+            y = x @ weight.T
         return y if bias is None else y + bias
 
     def quantized_matmul(self, x, w, scales, biases, *, transpose=True, group_size=64, bits=4):
+        if self.cpu_kernels and cpu.handles_quantized(x, scales, transpose, group_size, bits):
+            return cpu.quantized_matmul(x, w, scales, biases, group_size=group_size, bits=bits)
         rows = x.size // x.shape[-1]
         if rows >= CPU_DENSE_ROWS and mx.default_device() == mx.cpu:
             W = mx.dequantize(w, scales, biases, group_size=group_size, bits=bits)  # [out, in]

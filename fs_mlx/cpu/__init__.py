@@ -1,0 +1,123 @@
+"""fsx's own CPU matrix products: the C++ of cpu/, an MLX extension built at install.
+
+On a CPU, decoding is matrix-vector products, and MLX's CPU backend runs them
+slowly: float32 as a one-row `cblas_sgemm` that packs the whole matrix, affine
+4/8-bit as a matvec bound by unpacking (docs/performance.md, "The matvec").
+`cpu/` has our own: a few-row kernel that streams each weight row once for
+all rows, and a tiled GEMM for prefill that needs no system BLAS, both split
+across cores. They are MLX primitives, so graphs stay lazy.
+
+    linear(x, w)                                  x [..., K], w [N, K] float -> x @ w.T
+    quantized_matmul(x, w, scales, biases, group_size, bits)
+                                                  mx.quantized_matmul(..., transpose=True)
+
+`setup.py` builds `_kernels` at `pip install` when a C++ compiler and cmake are
+there; when they are not, or the build fails, the install still succeeds and
+fsx uses MLX's own ops. `STATUS` says which, for `fsx --version`. The module
+is refused (with the reason in STATUS) when it was built against another mlx
+than the one running: MLX's C++ ABI is not stable across versions.
+`FSX_CPU_KERNELS=0` turns it off; `FSX_CPU_THREADS=n` sets the thread count.
+
+The model's backend (model/backends.py, MLXBackend) decides per call:
+`handles_linear` / `handles_quantized` say whether these kernels take a product.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.machinery
+import os
+from pathlib import Path
+
+import mlx.core as mx
+
+DTYPES = (mx.float32, mx.float16, mx.bfloat16)
+BITS = (4, 8)
+GROUP_SIZES = (32, 64, 128)
+
+STATUS = "not loaded"
+_ext = None  # the extension module fs_mlx.cpu._kernels, when usable
+
+
+def _built_file() -> Path | None:
+    here = Path(__file__).parent
+    found = [here / f"_kernels{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    return next((path for path in found if path.exists()), None)
+
+
+def _same_release(a: str, b: str) -> bool:
+    return a.split(".")[:3] == b.split(".")[:3]
+
+
+def _load():
+    """(module or None, status line)."""
+    if os.environ.get("FSX_CPU_KERNELS", "") == "0":
+        return None, "MLX's ops (fsx CPU kernels off: FSX_CPU_KERNELS=0)"
+    path = _built_file()
+    if path is None:
+        return None, ("MLX's ops (fsx CPU kernels not built: the install found no C++ compiler "
+                      "or cmake, or the build failed; `pip install -v` shows why)")
+    try:
+        # Read the version it was built against before importing it: a module built
+        # against another mlx may not even link.
+        lib = ctypes.CDLL(str(path))
+        lib.fsx_cpu_built_against_mlx.restype = ctypes.c_char_p
+        built = lib.fsx_cpu_built_against_mlx().decode()
+    except (OSError, AttributeError) as error:
+        return None, f"MLX's ops (fsx CPU kernels unloadable: {error})"
+    if not _same_release(built, mx.__version__):
+        return None, (f"MLX's ops (fsx CPU kernels built against mlx {built}, running "
+                      f"{mx.__version__}: reinstall fs-mlx to rebuild them)")
+    try:
+        module = importlib.import_module("._kernels", __name__)
+    except ImportError as error:
+        return None, f"MLX's ops (fsx CPU kernels failed to import: {error})"
+    try:  # the nanobind ABI must be MLX's, or mx.array does not pass
+        mx.eval(module.linear(mx.ones((1, 8)), mx.ones((2, 8)), stream=mx.cpu))
+    except TypeError:
+        return None, "MLX's ops (fsx CPU kernels built with a nanobind that mlx does not share)"
+    return module, f"fsx CPU kernels ({module.simd}, {module.num_threads()} threads)"
+
+
+_ext, STATUS = _load()
+
+
+def available() -> bool:
+    return _ext is not None
+
+
+def on_cpu() -> bool:
+    return mx.default_device() == mx.cpu
+
+
+def handles_linear(x: mx.array, w: mx.array) -> bool:
+    """Whether linear(x, w) runs here: built, on the CPU stream, float x [..., K] and w [N, K]."""
+    return (_ext is not None and on_cpu() and w.ndim == 2 and x.ndim >= 1
+            and x.dtype in DTYPES and w.dtype in DTYPES and x.shape[-1] == w.shape[1])
+
+
+def handles_quantized(x: mx.array, scales: mx.array, transpose: bool, group_size: int, bits: int) -> bool:
+    """Whether quantized_matmul runs here: affine bits 4/8, group 32/64/128, x @ W.T, float x."""
+    return (_ext is not None and on_cpu() and transpose and bits in BITS
+            and group_size in GROUP_SIZES and x.dtype in DTYPES and scales.dtype in DTYPES)
+
+
+def linear(x: mx.array, w: mx.array) -> mx.array:
+    # x [..., K], w [N, K] -> [..., N], accumulated in float32
+    return _ext.linear(x, w, stream=mx.cpu)
+
+
+def quantized_matmul(x, w, scales, biases, *, group_size: int, bits: int) -> mx.array:
+    # x [..., K], w uint32 [N, K*bits/32], scales/biases [N, K/group_size] -> [..., N]
+    return _ext.quantized_matmul(x, w, scales, biases, group_size, bits, stream=mx.cpu)
+
+
+def num_threads() -> int:
+    return _ext.num_threads() if _ext is not None else 1
+
+
+def set_num_threads(n: int) -> None:
+    """Split each product across n threads (the calling one included) from now on."""
+    if _ext is not None:
+        _ext.set_num_threads(int(n))
