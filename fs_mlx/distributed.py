@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import threading
+import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,30 +61,40 @@ def timeout_s() -> float:
         raise FsxError(f"FSX_DIST_TIMEOUT must be a number of seconds, not {os.environ['FSX_DIST_TIMEOUT']!r}") from None
 
 
+# The watchdog: a separate process, because MLX's calls hold the GIL while they
+# block, so no thread (and no Python signal handler) of ours would ever run.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, seconds, line = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+time.sleep(seconds)
+try:
+    os.kill(parent, 0)
+except OSError:
+    sys.exit(0)
+sys.stderr.write(line + "\\n")
+sys.stderr.flush()
+os.kill(parent, signal.SIGKILL)
+"""
+
+
 @contextmanager
 def deadline(what: str, seconds: float | None = None):
-    """Run the body, or exit this process with one clear line if it takes longer.
+    """Run the body, or end this process with one clear line if it takes longer.
 
     MLX's ring backend retries a connection forever and a collective waits for
-    every rank, so a peer that never shows up would hang us; a timer thread is
-    the only way out of a call blocked inside MLX.
+    every rank, so a peer that never shows up would hang us.
     """
     seconds = timeout_s() if seconds is None else seconds
     rank = os.environ.get("MLX_RANK", "?")
-
-    def expire():
-        line = (f"fsx: rank {rank}: {what} did not finish within {seconds:.0f} s: a peer is down, "
-                "unreachable or not started (FSX_DIST_TIMEOUT sets the limit)\n")
-        os.write(_error_fd(), line.encode())
-        os._exit(1)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    line = (f"Error: rank {rank}: {what} did not finish within {seconds:.0f} s: a peer is down, "
+            "unreachable or not started (FSX_DIST_TIMEOUT sets the limit)")
+    watchdog = subprocess.Popen([sys.executable, "-I", "-c", _WATCHDOG, str(os.getpid()), str(seconds), line],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=_error_fd())
     try:
         yield
     finally:
-        timer.cancel()
+        watchdog.kill()
+        watchdog.wait()
 
 
 def join() -> World:
@@ -115,13 +125,16 @@ def agree(world: World, software: str, model: str) -> None:
     with deadline("checking that every rank runs the same model"):
         every = mx.distributed.all_gather(mine, group=world.group).tolist()  # [N, 8]
     for r, row in enumerate(every):
+        if row == every[0]:
+            continue
+        if world.rank > 0:  # every rank sees the same table; rank 0 says what is wrong
+            raise SystemExit(1)
         if row[:4] != every[0][:4]:
             raise FsxError(f"rank {r} runs a different fs-mlx or MLX version than rank 0 "
-                           f"(this rank: {software}); install the same on every machine")
-        if row[4:] != every[0][4:]:
-            raise FsxError(f"rank {r} loaded a different model, quantization, --parallel or "
-                           "--kernels than rank 0; every rank must run the same command on the "
-                           "same checkpoint")
+                           f"({software}); install the same on every machine")
+        raise FsxError(f"rank {r} loaded a different model, quantization, --parallel or "
+                       "--kernels than rank 0; every rank must run the same command on the "
+                       "same checkpoint")
 
 
 def shared_seed(world: World) -> int:

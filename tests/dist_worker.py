@@ -4,7 +4,7 @@ argv[1] is a JSON job: {"modes": ["tensor", "pipeline"], "out": dir, "cases": [{
 "model", "quantize": [bits, group] | null, "prompts": [[ids], ...]}]}. For every mode and
 case this rank loads its share of the model, then writes {out}/{mode}-{name}.rank{r}.npz with the
 logits of each prompt (p{i}_logits, float32 [T, vocab]) and its greedy continuation
-(p{i}_greedy), plus the peak memory of the load.
+(p{i}_greedy), a sampled continuation (sampled), and the peak memory of the load.
 """
 
 import json
@@ -16,6 +16,8 @@ import numpy as np
 
 from fs_mlx.generation.forward import logits_for
 from fs_mlx.generation.generate import generate
+from fs_mlx.distributed import join, shared_seed
+from fs_mlx.generation.sample import SamplingParams
 from fs_mlx.loader import load
 
 job = json.loads(sys.argv[1])
@@ -28,4 +30,8 @@ for mode, case in ((m, c) for m in job["modes"] for c in job["cases"]):
     for i, ids in enumerate(case["prompts"]):
         arrays[f"p{i}_logits"] = logits_for(lm, ids)
         arrays[f"p{i}_greedy"] = np.array(generate(lm, ids, max_tokens=16, ignore_eos=True)[1])
+    # Sampling at temperature 1 from rank 0's seed: every rank must draw the same tokens.
+    params = SamplingParams(temperature=1.0, seed=shared_seed(join()))
+    arrays["sampled"] = np.array(generate(lm, case["prompts"][0], params=params, max_tokens=16,
+                                          ignore_eos=True)[1])
     np.savez(f"{job['out']}/{mode}-{case['name']}.rank{rank}.npz", **arrays)

@@ -164,3 +164,112 @@ def test_two_ranks_equal_one_process(mode, cases, job, whole):
                     np.testing.assert_allclose(got[f"p{i}_logits"], golden[f"p{i}_logits"], rtol=0,
                                                atol=GOLDEN_ATOL, err_msg=where)
                     assert greedy == golden[f"p{i}_greedy"].tolist()[:16], where
+        a, b = (np.load(job / f"{mode}-{name}.rank{r}.npz")["sampled"].tolist() for r in (0, 1))
+        assert a == b, f"{mode} {name}: the ranks sampled different tokens"
+
+
+# --- faults: one clear line, bounded time ------------------------------------------------
+
+FSX = [sys.executable, "-m", "fs_mlx"]
+TINY = str(GOLDEN / "checkpoints" / "qwen3-tiny")
+LLAMA = str(GOLDEN / "checkpoints" / "llama-tiny")
+
+
+def test_a_killed_rank_stops_the_others_with_one_line(tmp_path):
+    cmd = FSX + ["generate", TINY, "-p", "hi", "-n", "100000", "--ignore-eos", "--parallel", "tensor"]
+    rank0, rank1 = start_ranks([cmd, cmd], tmp_path)
+    for line in rank0.stderr:  # wait until both are generating
+        if line.startswith("loaded in"):
+            break
+    time.sleep(0.5)
+    rank1.kill()
+    t = time.monotonic()
+    (code, _, err), _ = finish([rank0, rank1])
+    assert code == 1 and time.monotonic() - t < 30
+    assert "Error: lost the connection to another rank" in err and "Traceback" not in err
+
+
+def test_a_peer_that_never_comes_is_an_error_not_a_hang(tmp_path):
+    # Rank 1 is never started: rank 0 waits FSX_DIST_TIMEOUT seconds, then says so.
+    cmd = FSX + ["generate", TINY, "-p", "hi", "--parallel", "tensor"]
+    port = free_ports(2)
+    (tmp_path / "hosts.json").write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLX_RANK": "0", "MLX_HOSTFILE": str(tmp_path / "hosts.json"),
+           "FSX_DIST_TIMEOUT": "2"}
+    t = time.monotonic()
+    p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    assert p.returncode != 0 and time.monotonic() - t < 30
+    assert "rank 0: connecting to the other ranks did not finish within 2 s" in p.stderr
+
+
+def test_ranks_with_different_models_stop_at_start(tmp_path):
+    args = ["-p", "hi", "-n", "2", "--parallel", "tensor"]
+    (c0, _, e0), (c1, _, e1) = finish(start_ranks([FSX + ["generate", TINY] + args,
+                                                   FSX + ["generate", LLAMA] + args], tmp_path))
+    assert c0 == 1 and c1 == 1
+    assert "rank 1 loaded a different model" in e0 and e1 == ""  # rank 0 says it, once
+
+
+def test_heads_that_do_not_divide_suggest_pipeline(tmp_path):
+    # llama-tiny has 6 heads and 2 kv heads: 3 ranks cannot share the kv heads.
+    from fs_mlx.errors import FsxError
+    from fs_mlx.model.config import load_config
+    from fs_mlx.model.parallel import tensor_config
+
+    with pytest.raises(FsxError, match=r"num_key_value_heads \(2\) does not divide by 3 ranks; use --parallel pipeline"):
+        tensor_config(load_config(Path(LLAMA)), 3)
+
+
+def test_quantized_groups_that_do_not_split_are_refused():
+    import mlx.core as mx
+
+    from fs_mlx.errors import FsxError
+    from fs_mlx.model.parallel import tensor_shard
+
+    # down_proj with 96 inputs in group 32 = 3 groups: not two equal halves of whole groups.
+    t = {"model.layers.0.mlp.down_proj.weight": mx.zeros((8, 96 * 4 // 32), mx.uint32),
+         "model.layers.0.mlp.down_proj.scales": mx.zeros((8, 3)),
+         "model.layers.0.mlp.down_proj.biases": mx.zeros((8, 3))}
+    with pytest.raises(FsxError, match="quantized in 3 groups along its inputs, which do not split into 2"):
+        tensor_shard(t, 0, 2, None)
+
+
+# --- fsx launch ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give the fsx command to run after --"),
+    (["--", "frobnicate"], "'frobnicate' is not an fsx command"),
+    (["--", "launch", "generate"], "cannot be `launch` itself"),
+    (["-n", "0", "--", "generate", "M", "-p", "x"], "-n must be at least 1"),
+    (["--hosts", "10.0.0.1,10.0.0.2", "--hostfile", "h.json", "--", "generate"], "--hosts or --hostfile, not both"),
+    (["--hostfile", "missing.json", "--", "generate"], "--hostfile missing.json: no such file"),
+    (["--backend", "smoke", "--", "generate"], "Invalid value for '--backend'"),
+])
+def test_launch_argument_errors(args, message):
+    r = CliRunner().invoke(main, ["launch", *args])
+    assert r.exit_code == 2 if "Invalid value" in message else r.exit_code == 1, r.output
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_launch_runs_the_command_on_two_ranks():
+    """fsx launch -> mlx.launch -> two ranks; rank 0 prints what one process prints (same seed)."""
+    gen = ["generate", TINY, "-p", "hello", "--raw", "-n", "8", "--ignore-eos", "--seed", "3", "--temp", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FSX_DIST_TIMEOUT": "30"}
+    one = subprocess.run(FSX + gen, env=env, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    two = subprocess.run(FSX + ["launch", "-n", "2", "--starting-port", str(free_ports(2)), "--",
+                                *gen, "--parallel", "pipeline"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout and two.stdout.strip()  # printed once: rank 1 is silent
+    assert two.stderr.count("loaded in") == 1
+
+
+def test_launch_reports_a_failed_rank():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FSX_DIST_TIMEOUT": "30"}
+    p = subprocess.run(FSX + ["launch", "-n", "2", "--starting-port", str(free_ports(2)), "--",
+                              "generate", LLAMA, "-p", "x", "--parallel", "tensor", "--quantize", "4"],
+                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    # llama-tiny's o_proj has 192 inputs: 96 per rank is not a whole number of 64-groups
+    assert p.returncode == 1
+    assert "do not split into 2 equal parts; use --parallel pipeline" in p.stderr
+    assert "fsx launch: rank" in p.stderr and "Traceback" not in p.stderr

@@ -115,6 +115,7 @@ class Settings:
     seed: int = 0
     quantize: tuple[int, int] | None = None  # (bits, group_size): quantize float weights first
     dtype: str | None = None  # fsx's compute dtype; None: its own choice (float32 on CPU)
+    parallel: str | None = None  # under fsx launch: tensor | pipeline (this process is one rank)
 
     def validate(self) -> "Settings":
         if self.prompt_tokens < 1:
@@ -131,6 +132,9 @@ class Settings:
             raise FsxError(f"--contexts must be at most {MAX_TOKENS} tokens")
         if self.bandwidth_gbs is not None and not self.bandwidth_gbs > 0:
             raise FsxError(f"--bandwidth must be a positive number of GB/s, got {self.bandwidth_gbs}")
+        if self.parallel and (self.compare or len(self.kernels) > 1):
+            raise FsxError("with --parallel, fsx bench measures one fsx engine (no --compare, one "
+                           "--kernels): the other engines would run unsplit on every rank")
         for c in self.compare:
             if c not in COMPARE_CHOICES:
                 raise FsxError(f"--compare must be one of {', '.join(COMPARE_CHOICES)}, not {c!r}")
@@ -212,7 +216,7 @@ def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) ->
         for k in s.kernels:
             progress(f"loading {model or 'the default model'} in fsx (kernels {k}) ...")
             if not engines:
-                engines.append(FsxEngine(model, k, quantize, s.dtype))
+                engines.append(FsxEngine(model, k, quantize, s.dtype, s.parallel))
             else:
                 engines.append(WorkerEngine("fsx", k, {
                     "engine": "fsx", "model": str(engines[0].lm.path), "kernels": k,

@@ -72,12 +72,12 @@ class FsxEngine:
     name = "fsx"
 
     def __init__(self, model: str | None, kernels: str, quantize: tuple[int, int] | None = None,
-                 dtype: str | None = None):
+                 dtype: str | None = None, parallel: str | None = None):
         from ..loader import load
 
         t = time.perf_counter()
         self.lm = load(model, kernels=kernels, dtype=getattr(mx, dtype) if dtype else None,
-                       quantize=quantize)
+                       quantize=quantize, parallel=parallel)
         self.kernels = self.lm.kernels
         self.load_s = time.perf_counter() - t
         self.cache = None

@@ -17,6 +17,7 @@ import click
 
 from ..errors import FsxError
 from ..formats.hub import DEFAULT_MODEL, aliases_help
+from .launch import PARALLEL, enter_parallel, is_follower, launch
 
 MAX_POSITIONS = 1 << 24  # --context and --max-tokens: far beyond any model's context
 
@@ -26,18 +27,39 @@ class FsxGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FsxError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(_as_rank(str(e))) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as e:  # a bug: say so plainly, keep the traceback for FSX_DEBUG
+            lost = _peer_lost(e)
+            if lost:
+                raise click.ClickException(_as_rank(lost)) from None
             if os.environ.get("FSX_DEBUG"):
                 traceback.print_exc()
             raise click.ClickException(
                 f"internal error: {type(e).__name__}: {e} (FSX_DEBUG=1 shows the traceback)"
             ) from None
+
+
+def _as_rank(message: str) -> str:
+    """Under `fsx launch`, a rank > 0's error names the rank and reaches the terminal."""
+    if "fs_mlx.distributed" not in sys.modules:  # not a distributed run
+        return message
+    from .. import distributed
+
+    sys.stderr = distributed.error_stream()
+    return distributed.rank_prefix() + message
+
+
+def _peer_lost(e: Exception) -> str | None:
+    if "fs_mlx.distributed" not in sys.modules:
+        return None
+    from ..distributed import explain
+
+    return explain(e)
 
 
 def _version_message() -> str:
@@ -182,8 +204,9 @@ def parse_ids(text: str, vocab_size: int) -> list[int]:
 @click.option("--out", type=click.Path(dir_okay=False), help="save float32 logits [tokens, vocab] as .npy")
 @QUANTIZE
 @KERNELS
+@PARALLEL
 def logits(model: str, text: str | None, ids: str | None, top: int, out: str | None, kernels: str,
-           quantize: str | None, group_size: str | None) -> None:
+           quantize: str | None, group_size: str | None, parallel: str | None) -> None:
     """Run MODEL once over a prompt and show the next-token distribution."""
     from ..generation.forward import logits_for, top_k_report
     from ..loader import load
@@ -191,12 +214,13 @@ def logits(model: str, text: str | None, ids: str | None, top: int, out: str | N
     if (text is None) == (ids is None):
         raise FsxError("give exactly one of --text or --ids")
     check_out(out)
-    lm = load(model, kernels=kernels, quantize=quantize_spec(quantize, group_size))
+    parallel = enter_parallel(parallel)
+    lm = load(model, kernels=kernels, quantize=quantize_spec(quantize, group_size), parallel=parallel)
     tokens = lm.tokenizer.encode(text) if text is not None else parse_ids(ids, lm.config.vocab_size)
     if not tokens:
         raise FsxError("the text tokenizes to no tokens")
     values = logits_for(lm, tokens)  # np.float32 [T, vocab]
-    if out:
+    if out and not is_follower():
         import numpy as np
 
         from ..files import write_atomic
@@ -246,6 +270,7 @@ def sampling_options(f):
         click.option("--context", type=click.IntRange(min=16, max=MAX_POSITIONS),
                      help="context window in tokens (default: the model's, at most 32768)"),
         KERNELS,
+        PARALLEL,
     ]
     for o in reversed(opts):
         f = o(f)
@@ -266,10 +291,16 @@ def prepare(model: str, kernels: str, kw: dict, quiet: bool = False):
     user = {k: kw.get(k) for k in SAMPLING_KEYS}
     resolve_params(user, {})  # reject bad options before a long load
     backend = make_backend(kernels)  # a bad --kernels fails before the load
+    parallel = enter_parallel(kw.get("parallel"))
     if not quiet:
         click.echo(f"loading {model or f'{DEFAULT_MODEL} (the default model)'} ...", err=True)
     t = time.perf_counter()
-    lm = load(model, kernels=backend, quantize=quantize_spec(kw.get("quantize"), kw.get("group_size")))
+    lm = load(model, kernels=backend, quantize=quantize_spec(kw.get("quantize"), kw.get("group_size")),
+              parallel=parallel)
+    if parallel and user["seed"] is None:  # every rank must draw the same random numbers
+        from ..distributed import join, shared_seed
+
+        user["seed"] = shared_seed(join())
     params, described = resolve_params(user, checkpoint_defaults(lm.path if lm.path.is_dir() else None))
     context = min(kw.get("context") or 32768, lm.config.max_position_embeddings)
     if kw.get("context") and kw["context"] > context and not quiet:
@@ -428,6 +459,7 @@ def serve(model: str | None, host: str, port: int, kernels: str, quantize: str |
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
               help="fsx's compute dtype (default: float32 on CPU, the checkpoint's on a GPU)")
 @QUANTIZE
+@PARALLEL
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
 @click.option("--out", type=click.Path(dir_okay=False), help="also save the JSON report to this file")
 def bench(model: str | None, contexts: str | None, compare: tuple[str, ...], kernels: str,
@@ -437,11 +469,12 @@ def bench(model: str | None, contexts: str | None, compare: tuple[str, ...], ker
     from .bench import Settings, format_report, parse_int_list, run_bench, write_json
 
     check_out(out)
+    kw["parallel"] = enter_parallel(kw.get("parallel"))
     s = Settings(model=model, contexts=parse_int_list(contexts, "--contexts") if contexts else [],
                  compare=list(compare), kernels=parse_kernels(kernels), warmup=not no_warmup,
                  bandwidth_gbs=bandwidth, quantize=quantize_spec(quantize, group_size), **kw)
     report = run_bench(s, progress=lambda m: click.echo(m, err=True))
-    if out:
+    if out and not is_follower():
         write_json(out, report)
         click.echo(f"wrote {out}", err=True)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
@@ -488,6 +521,9 @@ def doctor(as_json: bool, no_bench: bool, model: str | None) -> None:
     click.echo(json.dumps(report_json(report), indent=1) if as_json else format_report(report))
     if not report.ok:
         sys.exit(1)
+
+
+main.add_command(launch)
 
 
 if __name__ == "__main__":
