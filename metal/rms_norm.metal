@@ -11,8 +11,11 @@
 //   threadgroup sum across SIMD groups), then the scaled write. The second
 //   sweep reads the same bytes the thread just read, from cache.
 //
-// As MLX's rms_single_row/rms_looped: float accumulation, one rounding on
-// the write.
+// The layout of MLX's rms_single_row/rms_looped, with float accumulation.
+// The rounding differs: MLX rounds x * inv to T and then multiplies by w in
+// T (two roundings in half types); this kernel computes x * inv * w in float
+// and rounds once, on the write. In float16/bfloat16 the two can differ by
+// an ULP of the output.
 
 constexpr uint N_READS = 4;
 threadgroup float partial[32];

@@ -29,7 +29,9 @@ from . import attention, norm, quantized, rope, swiglu
 
 
 def _metal_dir() -> Path:
-    # A source checkout (or editable install) keeps metal/ beside fs_mlx/.
+    # A source checkout (or editable install) keeps metal/ beside fs_mlx/; a
+    # wheel carries it as the package data fs_mlx/metal (pyproject.toml: the
+    # link fs_mlx/metal -> ../metal; tests/test_wheel.py).
     for d in (Path(__file__).resolve().parents[2] / "metal", Path(__file__).resolve().parents[1] / "metal"):
         if (d / "common.h").is_file():
             return d

@@ -23,6 +23,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from ..model.backends import MLXBackend
+from .grid import ceil_div
 
 MAX_D = 256
 DECODE_TG = 128  # threads per decode threadgroup (4 SIMD groups)
@@ -43,8 +44,8 @@ def decode_splits(B: int, Hkv: int, S: int, keys_per_split: int | None = None) -
     if keys_per_split is None:
         want = max(1, -(-TARGET_THREADGROUPS // (B * Hkv)))
         splits = max(1, min(want, S // MIN_KEYS_PER_SPLIT))
-        keys_per_split = -(-S // splits)
-    return -(-S // keys_per_split), keys_per_split
+        keys_per_split = ceil_div(S, splits)
+    return ceil_div(S, keys_per_split), keys_per_split
 
 
 def decode_geometry(B: int, Hq: int, G: int, splits: int):
@@ -56,7 +57,7 @@ def combine_geometry(B: int, Hq: int, D: int):
 
 
 def prefill_geometry(B: int, Hq: int, L: int):
-    return (-(-L // BQ) * PREFILL_TG, Hq, B), (PREFILL_TG, 1, 1)
+    return (ceil_div(L, BQ) * PREFILL_TG, Hq, B), (PREFILL_TG, 1, 1)
 
 
 def attention_decode(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float,
@@ -102,8 +103,10 @@ def attention_prefill(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: floa
 def attention(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask: str | mx.array | None) -> mx.array:
     B, Hq, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
-    if k.shape != (B, Hkv, S, D) or v.shape != k.shape or Hq % Hkv or L > S or S == 0:
+    if k.shape != (B, Hkv, S, D) or v.shape != k.shape or Hkv == 0 or Hq % Hkv or L > S or (S == 0 and L):
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
+    if q.size == 0:  # no queries (L = 0, B = 0 or no heads): nothing to launch
+        return mx.zeros(q.shape, mx.result_type(q, k, v))
     if mask is not None and mask != "causal" or D > MAX_D or (L > 1 and D % 8):
         return MLXBackend().attention(q, k, v, scale=scale, mask=mask)  # what the kernels don't cover
     dtype = mx.result_type(q, k, v)

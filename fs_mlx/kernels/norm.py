@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .grid import ceil_div
+
 N_READS = 4  # elements per thread per sweep (the kernels' N_READS)
 
 
 def norm_geometry(rows: int, D: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """One threadgroup per row, D / N_READS threads rounded up to whole SIMD groups."""
-    per_row = -(-D // N_READS)  # threads to cover the row in one sweep
-    tg = min(1024, -(-per_row // 32) * 32)
+    per_row = ceil_div(D, N_READS)  # threads to cover the row in one sweep
+    tg = min(1024, ceil_div(per_row, 32) * 32)
     return (rows * tg, 1, 1), (tg, 1, 1)
 
 
@@ -31,6 +33,8 @@ def rms_norm(lib, x: mx.array, weight: mx.array, eps: float) -> mx.array:
     _check(x, weight)
     D = x.shape[-1]
     out_dtype = mx.result_type(x, weight)  # as mx.fast.rms_norm
+    if x.size == 0:  # no rows (or empty rows): a grid of 0 threads is not a launch
+        return mx.zeros(x.shape, out_dtype)
     grid, tg = norm_geometry(x.size // D, D)
     (out,) = lib.kernel("rms_norm", ["x", "w", "eps"], ["out"])(
         inputs=[x, weight, mx.array(eps, dtype=mx.float32)], template=[("T", out_dtype)],
@@ -46,6 +50,8 @@ def add_rms_norm(lib, x: mx.array, residual: mx.array, weight: mx.array, eps: fl
     D = x.shape[-1]
     h_dtype = mx.result_type(x, residual)
     out_dtype = mx.result_type(h_dtype, weight)
+    if x.size == 0:
+        return mx.zeros(x.shape, h_dtype), mx.zeros(x.shape, out_dtype)
     grid, tg = norm_geometry(x.size // D, D)
     h, out = lib.kernel("add_rms_norm", ["x", "r", "w", "eps"], ["h", "out"])(
         inputs=[x, residual, weight, mx.array(eps, dtype=mx.float32)],

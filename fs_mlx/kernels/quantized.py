@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .grid import ceil_div
+
 QMV_MAX_ROWS = 1  # rows of x from which qmm takes over (qmv re-reads w per row)
 BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
@@ -32,12 +34,12 @@ _IN = ["x", "w", "scales", "biases", "group_size"]
 
 def qmv_geometry(M: int, N: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """2 SIMD groups x 4 rows = 8 output rows per threadgroup; z = the row of x."""
-    return (64, -(-N // 8), M), (64, 1, 1)
+    return (64, ceil_div(N, 8), M), (64, 1, 1)
 
 
 def qmm_geometry(M: int, N: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """One 32 x 32 tile of y per threadgroup of 4 SIMD groups; y = N tiles, z = M tiles."""
-    return (128, -(-N // 32), -(-M // 32)), (128, 1, 1)
+    return (128, ceil_div(N, 32), ceil_div(M, 32)), (128, 1, 1)
 
 
 # --- launchers ---------------------------------------------------------------------
@@ -105,6 +107,8 @@ def quantized_matmul(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx
     _check(x, w, scales, biases, group_size, bits)
     *lead, K = x.shape
     x2 = x.reshape(-1, K).astype(_out_dtype(x, scales))  # [M, K]
+    if x2.shape[0] == 0 or w.shape[0] == 0:  # no rows of x, or of w
+        return mx.zeros((*lead, w.shape[0]), x2.dtype)
     if x2.shape[0] <= QMV_MAX_ROWS:
         y = qmv(lib, x2, w, scales, biases, group_size=group_size, bits=bits)
     else:
@@ -118,6 +122,8 @@ def quantized_swiglu(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx
     _check(x, w, scales, biases, group_size, bits)
     *lead, K = x.shape
     x2 = x.reshape(-1, K).astype(_out_dtype(x, scales))
+    if x2.shape[0] == 0 or w.shape[0] == 0:
+        return mx.zeros((*lead, w.shape[0] // 2), x2.dtype)
     if x2.shape[0] <= QMV_MAX_ROWS:
         y = qmv(lib, x2, w, scales, biases, group_size=group_size, bits=bits, swiglu=True)
     else:

@@ -54,13 +54,17 @@ def qk_norm_rope(lib, q: mx.array, k: mx.array, q_weight: mx.array | None, k_wei
         dtype = mx.result_type(q, k)
         q_w = k_w = mx.zeros((1,), dtype)  # unread placeholders
     q, k = q.astype(mx.result_type(q, k)), k.astype(mx.result_type(q, k))
+    if q.size == 0 or k.size == 0:  # no tokens or no heads: nothing to launch
+        return mx.zeros((B, Hq, L, D), dtype), mx.zeros((B, Hkv, L, D), dtype)
     grid, tg = qk_geometry(B, L, Hq, Hkv)
     q_out, k_out = lib.kernel(
         "qk_norm_rope", ["q", "k", "q_w", "k_w", "eps", "inv_freq", "offset", "scale"], ["q_out", "k_out"],
         row_contiguous=False,  # q and k are read through their strides (slices of a fused qkv)
     )(
-        inputs=[q, k, q_w, k_w, mx.array(eps, dtype=mx.float32), rope.inv_freq,
-                _offsets(offset, B), mx.array(rope.scale, dtype=mx.float32)],
+        # (with row_contiguous=False every input comes as it is: the kernel reads
+        # q and k through their strides, inv_freq and offset as plain arrays)
+        inputs=[q, k, q_w, k_w, mx.array(eps, dtype=mx.float32), mx.contiguous(rope.inv_freq),
+                mx.contiguous(_offsets(offset, B)), mx.array(rope.scale, dtype=mx.float32)],
         template=[("T", dtype), ("TRADITIONAL", rope.traditional), ("NORM", norm)],
         grid=grid, threadgroup=tg, output_shapes=[(B, Hq, L, D), (B, Hkv, L, D)],
         output_dtypes=[dtype, dtype],

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .grid import ceil_div
+
 N_READS = 4  # elements per thread (the kernel's N_READS)
 
 
 def swiglu_geometry(n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    return (max(1, -(-n // N_READS)), 1, 1), (256, 1, 1)
+    return (ceil_div(n, N_READS), 1, 1), (256, 1, 1)
 
 
 def swiglu(lib, gate: mx.array, up: mx.array) -> mx.array:
     if gate.shape != up.shape:
         raise ValueError(f"swiglu: gate {gate.shape} and up {up.shape} differ")
     dtype = mx.result_type(gate, up)
+    if gate.size == 0:
+        return mx.zeros(gate.shape, dtype)
     grid, tg = swiglu_geometry(gate.size)
     (out,) = lib.kernel("swiglu", ["gate", "up", "n"], ["out"])(
         inputs=[gate, up, mx.array(gate.size, dtype=mx.uint32)], template=[("T", dtype)],

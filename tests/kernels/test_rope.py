@@ -6,10 +6,18 @@ scalar array or one per batch row, linear position scaling and explicit
 frequencies (Llama 3's).
 
 Positions up to 5000 are used: there theta = p * inv_freq reaches ~5000 rad,
-and a float32 theta carries an absolute error of ~3e-4 rad. Both sides form
-theta from the same float32 inv_freq (the kernels get it from the host,
-computed with the twin's formula) and the same float32 position, so theta
-is bit-identical and only cos/sin differ (1-2 ULP): float32's 1e-5 holds.
+and one ULP of a float32 theta is ~5e-4 rad. The oracle is the plain-math
+reference (fs_mlx/model/reference.py), not `mx.fast.rope`: on a Mac the
+latter runs on the GPU, where MLX computes inv_freq as exp2(-d * log2(base))
+and uses fast::cos/sin, which moves theta by ~3e-4 rad at these positions —
+far outside float32's 1e-5. The reference and the kernel take the same
+float32 inv_freq from the model's `Rope` (computed on the host once, with
+MLX's CPU formula) and form theta = (position * scale) * inv_freq in the
+same order, so theta is the same float on both, on every backend. What is
+left is cos/sin: the C library's in the executor and MLX's CPU ops, Metal's
+precise ones on a Mac (MLX compiles `metal_kernel`s in its default "safe"
+math mode, and its own cos/sin ops are the precise variants): within 1-2
+ULP, so float32's 1e-5 holds on both backends.
 """
 
 import mlx.core as mx
