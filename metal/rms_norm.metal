@@ -8,8 +8,11 @@
 //   a multiple of 32 (at most 1024). One threadgroup per row; thread t owns
 //   elements 4t .. 4t + 3, then 4(t + TG) .. and so on for rows wider than
 //   4 * TG. Two sweeps over the row: the sum of squares (SIMD sums, then a
-//   threadgroup sum across SIMD groups), then the scaled write. The second
-//   sweep reads the same bytes the thread just read, from cache.
+//   threadgroup sum across SIMD groups), then the scaled write. A thread's
+//   first 4 elements stay in registers between the sweeps, so a row of up
+//   to 4 * TG elements (every row up to 4096 wide: all the models here) is
+//   read from memory once, as in MLX's rms_single_row; wider rows re-read
+//   their further elements in the second sweep (MLX's rms_looped).
 //
 // The layout of MLX's rms_single_row/rms_looped, with float accumulation.
 // The rounding differs: MLX rounds x * inv to T and then multiplies by w in
@@ -26,9 +29,16 @@ uint tg = threads_per_threadgroup.x;
 uint D = w_shape[0];
 size_t base = size_t(row) * D;
 
-// Sum of squares of this thread's elements
+// Sum of squares: this thread's first N_READS elements, kept in registers,
+// then (rows wider than N_READS * tg) its further ones
+uint i0 = tid * N_READS;
+float xr[N_READS];
 float acc = 0.0f;
-for (uint i = tid * N_READS; i < D; i += tg * N_READS) {
+for (uint j = 0; j < N_READS; j++) {
+  xr[j] = i0 + j < D ? float(x[base + i0 + j]) : 0.0f;
+  acc += xr[j] * xr[j];
+}
+for (uint i = i0 + tg * N_READS; i < D; i += tg * N_READS) {
   for (uint j = i; j < min(i + N_READS, D); j++) {
     float v = float(x[base + j]);
     acc += v * v;
@@ -38,8 +48,11 @@ float total = threadgroup_sum(acc, partial, simdgroup_index_in_threadgroup,
                               thread_index_in_simdgroup, simdgroups_per_threadgroup);
 float inv = metal::precise::rsqrt(total / float(D) + eps);
 
-// Write the normalized, weighted row
-for (uint i = tid * N_READS; i < D; i += tg * N_READS) {
+// Write the normalized, weighted row: the first elements from registers
+for (uint j = 0; j < N_READS && i0 + j < D; j++) {
+  out[base + i0 + j] = static_cast<T>(xr[j] * inv * float(w[i0 + j]));
+}
+for (uint i = i0 + tg * N_READS; i < D; i += tg * N_READS) {
   for (uint j = i; j < min(i + N_READS, D); j++) {
     out[base + j] = static_cast<T>(float(x[base + j]) * inv * float(w[j]));
   }

@@ -29,8 +29,10 @@ MAX_D = 256
 DECODE_TG = 128  # threads per decode threadgroup (4 SIMD groups)
 PREFILL_TG = 128  # threads per prefill threadgroup (4 SIMD groups)
 BQ = 32  # query rows per prefill threadgroup
-MIN_KEYS_PER_SPLIT = 256  # below this a split's fixed costs outweigh its keys
-TARGET_THREADGROUPS = 128  # enough threadgroups to fill the largest Apple GPUs (40 cores)
+SPLIT_FROM = 512  # keys from which decode splits them (and runs the combine pass)
+MIN_KEYS_PER_SPLIT = 128  # 32 keys per SIMD group: below this a split's fixed costs outweigh its keys
+TARGET_THREADGROUPS = 128  # = 512 SIMD groups: enough to fill the largest Apple GPUs (40 cores)
+MAX_PREFILL_D = 128  # larger head_dims would spill the prefill kernel's registers: MLX's op serves them
 
 
 def heads_per_group(Hq: int, Hkv: int) -> int:
@@ -40,12 +42,31 @@ def heads_per_group(Hq: int, Hkv: int) -> int:
 
 
 def decode_splits(B: int, Hkv: int, S: int, keys_per_split: int | None = None) -> tuple[int, int]:
-    """(splits, keys per split): enough threadgroups to fill the GPU, none empty."""
+    """(splits, keys per split): about TARGET_THREADGROUPS threadgroups, none empty."""
     if keys_per_split is None:
-        want = max(1, -(-TARGET_THREADGROUPS // (B * Hkv)))
+        want = max(1, ceil_div(TARGET_THREADGROUPS, B * Hkv))
         splits = max(1, min(want, S // MIN_KEYS_PER_SPLIT))
         keys_per_split = ceil_div(S, splits)
     return ceil_div(S, keys_per_split), keys_per_split
+
+
+def decode_plan(B: int, Hq: int, Hkv: int, S: int, keys_per_split: int | None = None) -> tuple[int, int, int]:
+    """(G query heads per threadgroup, splits, keys per split) for one decode step.
+
+    Short contexts (S < SPLIT_FROM): one launch, no combine pass, and a
+    threadgroup per query head (G = 1: B * Hq threadgroups, as MLX's
+    sdpa_vector) instead of per KV head — 2x (Qwen3-0.6B) to 4x (8B) the
+    threadgroups; the K/V rows the heads of a group share (at most a few MB
+    per layer) are re-read from cache. Long contexts: the G heads of a group
+    share every K/V read (the bandwidth is the cost there) and the keys are
+    split for occupancy (decode_splits), then combined. An explicit
+    keys_per_split (tests) keeps the grouped layout and splits by it.
+    """
+    G = heads_per_group(Hq, Hkv)
+    if keys_per_split is None and S < SPLIT_FROM:
+        return 1, 1, S
+    splits, chunk = decode_splits(B, Hkv, S, keys_per_split)
+    return G, splits, chunk
 
 
 def decode_geometry(B: int, Hq: int, G: int, splits: int):
@@ -65,8 +86,7 @@ def attention_decode(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float
     """q [B, Hq, 1, D] against k/v [B, Hkv, S, D] -> [B, Hq, 1, D]."""
     B, Hq, _, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
-    G = heads_per_group(Hq, Hkv)
-    splits, chunk = decode_splits(B, Hkv, S, keys_per_split)
+    G, splits, chunk = decode_plan(B, Hq, Hkv, S, keys_per_split)
     dtype = q.dtype
     grid, tg = decode_geometry(B, Hq, G, splits)
     inputs = [q, k, v, mx.array(scale, dtype=mx.float32), mx.array(chunk, dtype=mx.int32)]
@@ -107,7 +127,7 @@ def attention(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask:
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
     if q.size == 0:  # no queries (L = 0, B = 0 or no heads): nothing to launch
         return mx.zeros(q.shape, mx.result_type(q, k, v))
-    if mask is not None and mask != "causal" or D > MAX_D or (L > 1 and D % 8):
+    if mask is not None and mask != "causal" or D > MAX_D or (L > 1 and (D % 8 or D > MAX_PREFILL_D)):
         return MLXBackend().attention(q, k, v, scale=scale, mask=mask)  # what the kernels don't cover
     dtype = mx.result_type(q, k, v)
     q, k, v = (t.astype(dtype) for t in (q, k, v))

@@ -5,9 +5,10 @@
     quantized_swiglu(x, w, scales, biases, group_size=64, bits=4)
         w = [gate; up] ([2N, K]): silu(x @ gate.T) * (x @ up.T) -> [..., N]
 
-The formats are MLX's (fs_mlx/formats/quantize.py): w uint32 [N, K * bits / 32] packed
-low bits first, scales/biases [N, K / group_size]. One row of x (decoding one
-token) goes to qmv, which reads the matrix exactly once; more rows go to qmm,
+The formats are MLX's (fs_mlx/formats/quantize.py): w uint32 [N, K * bits / 32]
+packed low bits first, scales/biases [N, K / group_size]. A few rows of x
+(decoding: one per sequence; fewer than qmv_row_limit) go to qmv, which
+streams the matrix once per row (one row: exactly once); more rows go to qmm,
 which stages tiles in threadgroup memory and reads the matrix once per 32 rows.
 docs/kernels.md has the thread layouts and the bytes each one moves.
 
@@ -22,11 +23,32 @@ import mlx.core as mx
 
 from .grid import ceil_div
 
-QMV_MAX_ROWS = 1  # rows of x from which qmm takes over (qmv re-reads w per row)
 BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
 
 _IN = ["x", "w", "scales", "biases", "group_size"]
+
+
+# --- which kernel, and its dispatch geometry ----------------------------------------
+
+def qmv_row_limit(K: int, N: int) -> int:
+    """Rows of x from which qmm takes over: below, qmv (one threadgroup row per x row).
+
+    qmv reads w once per row of x, qmm once per 32 rows but with tile
+    overheads; for a few rows (batched decode, a short prompt) qmv's re-reads
+    come from cache and it is the faster one. The limits are MLX's own
+    (`get_qmv_batch_limit`, mlx/backend/metal/quantized.cpp) for the M1/M2
+    GPU families: larger matrices fall out of cache sooner.
+    """
+    if K <= 2048 and N <= 2048:
+        return 14
+    if K <= 4096 and N <= 4096:
+        return 10
+    return 6
+
+
+def uses_qmv(M: int, K: int, N: int) -> bool:
+    return M < qmv_row_limit(K, N)
 
 
 # --- dispatch geometry -----------------------------------------------------------
@@ -109,7 +131,7 @@ def quantized_matmul(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx
     x2 = x.reshape(-1, K).astype(_out_dtype(x, scales))  # [M, K]
     if x2.shape[0] == 0 or w.shape[0] == 0:  # no rows of x, or of w
         return mx.zeros((*lead, w.shape[0]), x2.dtype)
-    if x2.shape[0] <= QMV_MAX_ROWS:
+    if uses_qmv(x2.shape[0], K, w.shape[0]):
         y = qmv(lib, x2, w, scales, biases, group_size=group_size, bits=bits)
     else:
         y = qmm(lib, x2, w, scales, biases, group_size=group_size, bits=bits)
@@ -124,7 +146,7 @@ def quantized_swiglu(lib, x: mx.array, w: mx.array, scales: mx.array, biases: mx
     x2 = x.reshape(-1, K).astype(_out_dtype(x, scales))
     if x2.shape[0] == 0 or w.shape[0] == 0:
         return mx.zeros((*lead, w.shape[0] // 2), x2.dtype)
-    if x2.shape[0] <= QMV_MAX_ROWS:
+    if uses_qmv(x2.shape[0], K, w.shape[0] // 2):
         y = qmv(lib, x2, w, scales, biases, group_size=group_size, bits=bits, swiglu=True)
     else:
         # Prefill: the matmul dominates; the SwiGLU is a separate elementwise pass.

@@ -92,13 +92,17 @@ def test_other_head_dims(backend, order, D, L, S):
             assert_close(attn.attention_decode(backend, q, k, v, scale=D**-0.5, keys_per_split=64),
                          twin(q, k, v, D**-0.5, None), mx.float32)
     assert_close(out, twin(q, k, v, D**-0.5, "causal"), mx.float32)
+    if L > 1 and D > attn.MAX_PREFILL_D:  # the op hands these to MLX; the kernel still runs them
+        with msl_settings(order=order, seed=D):
+            out = attn.attention_prefill(backend, q, k, v, scale=D**-0.5, causal=True)
+        assert_close(out, twin(q, k, v, D**-0.5, "causal"), mx.float32)
 
 
 def test_qwen3_long_context_decode(backend):
-    """Qwen3-0.6B's attention shape at 2k tokens with the default split policy:
-    8 KV heads x 8 splits of 256 keys, then the combine pass."""
+    """Qwen3-0.6B's attention shape at 2k tokens with the default policy:
+    8 KV heads (2 query heads each) x 16 splits of 128 keys, then the combine pass."""
     B, Hq, Hkv, D, S = 1, 16, 8, 128, 2048
-    assert attn.decode_splits(B, Hkv, S) == (8, 256)
+    assert attn.decode_plan(B, Hq, Hkv, S) == (2, 16, 128)
     q = normal((B, Hq, 1, D), 1)
     k, v = cache_slice(B, Hkv, S, D, 2, mx.float32, 256), cache_slice(B, Hkv, S, D, 3, mx.float32, 256)
     out = backend.attention(q, k, v, scale=D**-0.5, mask=None)
@@ -135,21 +139,27 @@ def test_dispatch(backend):
         out = attn.attention(backend, q4, kv, kv, scale=0.2, mask=bool_mask)
         q12, kv12 = normal((1, 2, 4, 12), 3), normal((1, 1, 6, 12), 4)
         out12 = attn.attention(backend, q12, kv12, kv12, scale=0.2, mask="causal")
+        q256, kv256 = normal((1, 2, 3, 256), 5), normal((1, 1, 6, 256), 6)
+        out256 = attn.attention(backend, q256, kv256, kv256, scale=0.2, mask="causal")
         assert len(calls) == 3
     finally:
         for n, f in real.items():
             setattr(attn, n, f)
     assert_close(out, reference.attention(q4, kv, kv, scale=0.2, mask=bool_mask), mx.float32)
     assert_close(out12, reference.attention(q12, kv12, kv12, scale=0.2, mask="causal"), mx.float32)
+    assert_close(out256, reference.attention(q256, kv256, kv256, scale=0.2, mask="causal"), mx.float32)
 
 
-def test_split_policy(backend):
-    """Splits fill ~128 threadgroups, never below 256 keys, never an empty split."""
-    assert attn.decode_splits(1, 8, 100) == (1, 100)
-    assert attn.decode_splits(1, 8, 511) == (1, 511)
-    assert attn.decode_splits(1, 8, 4096) == (16, 256)
-    assert attn.decode_splits(1, 8, 40000) == (16, 2500)
-    assert attn.decode_splits(4, 8, 4096) == (4, 1024)
+def test_decode_plan(backend):
+    """Short contexts: one launch, a threadgroup per query head. From SPLIT_FROM
+    keys: grouped heads, splits filling ~128 threadgroups of >= 128 keys, none empty."""
+    assert attn.decode_plan(1, 16, 8, 100) == (1, 1, 100)  # Qwen3-0.6B: 16 threadgroups, not 8
+    assert attn.decode_plan(1, 32, 8, 511) == (1, 1, 511)  # 8B: 32 threadgroups, not 8
+    assert attn.decode_plan(1, 16, 8, 512) == (2, 4, 128)
+    assert attn.decode_plan(1, 32, 8, 4096) == (4, 16, 256)
+    assert attn.decode_plan(1, 16, 8, 40000) == (2, 16, 2500)
+    assert attn.decode_plan(4, 32, 8, 4096) == (4, 4, 1024)
+    assert attn.decode_plan(1, 4, 1, 300, keys_per_split=32) == (4, 10, 32)  # forced (tests)
     for S in range(1, 300, 7):
         splits, chunk = attn.decode_splits(1, 1, S, 32)
         assert (splits - 1) * chunk < S <= splits * chunk

@@ -77,7 +77,8 @@ def test_qmv(backend, s, batch):
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(s=shapes, B=st.integers(1, 2), L=st.integers(1, 40))
 def test_qmm(backend, s, B, L):
-    """Prefill: x [B, L, K] with B * L >= 2 rows (up to 80: partial 32-row tiles)."""
+    """Prefill: x [B, L, K] with B * L >= 2 rows (up to 80: partial 32-row tiles),
+    through qmm itself (quantized_matmul sends fewer than ~14 rows to qmv)."""
     bits, gs, dtype = s["bits"], s["group_size"], s["dtype"]
     K, N = gs * s["groups"], s["N"]
     if B * L == 1:
@@ -85,16 +86,17 @@ def test_qmm(backend, s, B, L):
     wq, scales, biases = quantized(s["seed"], N, K, gs, bits, dtype)
     x = mx.random.normal((B, L, K), key=mx.random.key(s["seed"] + 1)).astype(dtype)
     with msl_settings(order=s["order"], seed=s["seed"]):
-        out = q.quantized_matmul(backend, x, wq, scales, biases, group_size=gs, bits=bits)
+        out = q.qmm(backend, x.reshape(B * L, K), wq, scales, biases, group_size=gs, bits=bits).reshape(B, L, N)
     assert out.shape == (B, L, N) and out.dtype == dtype
     assert_close(out, reference_matmul(x, wq, scales, biases, gs, bits), dtype)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(s=shapes, rows=st.sampled_from([1, 2, 3, 9]))
+@given(s=shapes, rows=st.sampled_from([1, 2, 3, 9, 20]))
 def test_quantized_swiglu(backend, s, rows):
-    """w = [gate; up] (2N rows): one row runs qmv_swiglu (SwiGLU in the epilogue),
-    two or three run it one vector per z, more go through qmm + a SwiGLU pass."""
+    """w = [gate; up] (2N rows): up to 13 rows run qmv_swiglu (SwiGLU in the
+    epilogue, one vector per z; 2 and 3 call it directly), 20 go through qmm +
+    a SwiGLU pass."""
     bits, gs, dtype = s["bits"], s["group_size"], s["dtype"]
     K, N = gs * s["groups"], s["N"]
     wq, scales, biases = quantized(s["seed"], 2 * N, K, gs, bits, dtype)
@@ -114,7 +116,7 @@ def test_quantized_swiglu(backend, s, rows):
 @pytest.mark.parametrize("bits,group_size,N,K,M", [
     (4, 32, 1, 32, 1),    # w 4 words, scales 1: every input in constant memory
     (8, 128, 1, 128, 1),  # w 32 words (device), scales/biases 1 (constant)
-    (4, 64, 3, 64, 5),    # qmm on a 3-row matrix: one tile, mostly empty
+    (4, 64, 3, 64, 5),    # a 3-row matrix (qmv, and qmm below: one tile, mostly empty)
 ])
 def test_tiny_matrices(backend, order, bits, group_size, N, K, M):
     """Inputs under 8 elements are `constant` buffers in MLX's signature: the
@@ -123,7 +125,9 @@ def test_tiny_matrices(backend, order, bits, group_size, N, K, M):
     x = mx.random.normal((M, K), key=mx.random.key(M))
     with msl_settings(order=order, seed=K):
         out = q.quantized_matmul(backend, x, wq, scales, biases, group_size=group_size, bits=bits)
-    assert_close(out, reference_matmul(x, wq, scales, biases, group_size, bits), mx.float32)
+        tiled = q.qmm(backend, x, wq, scales, biases, group_size=group_size, bits=bits)
+    for y in (out, tiled):
+        assert_close(y, reference_matmul(x, wq, scales, biases, group_size, bits), mx.float32)
 
 
 @pytest.mark.parametrize("x_dtype,s_dtype", [(mx.float16, mx.float32), (mx.float32, mx.bfloat16)])
@@ -145,15 +149,18 @@ def test_qwen3_decode_shape(backend):
     assert_close(out, reference_matmul(x, wq, scales, biases, 64, 4), mx.float32)
 
 
-def test_one_row_runs_qmv_and_more_run_qmm(backend, monkeypatch):
+def test_few_rows_run_qmv_and_more_run_qmm(backend, monkeypatch):
+    """qmv below MLX's row limit (14 rows for matrices up to 2048 x 2048, 6 for big ones)."""
     calls = []
     for name in ("qmv", "qmm"):
         real = getattr(q, name)
         monkeypatch.setattr(q, name, lambda *a, _n=name, _f=real, **k: calls.append(_n) or _f(*a, **k))
     wq, scales, biases = quantized(1, 16, 64, 64, 4, mx.float32)
-    for shape in [(64,), (1, 1, 64), (2, 64), (1, 3, 64)]:
+    for shape in [(64,), (1, 1, 64), (4, 64), (1, 13, 64), (14, 64), (2, 20, 64)]:
         q.quantized_matmul(backend, mx.ones(shape), wq, scales, biases, group_size=64, bits=4)
-    assert calls == ["qmv", "qmv", "qmm", "qmm"]
+    q.quantized_swiglu(backend, mx.ones((3, 64)), wq, scales, biases, group_size=64, bits=4)
+    assert calls == ["qmv", "qmv", "qmv", "qmv", "qmm", "qmm", "qmv"]
+    assert [q.qmv_row_limit(K, N) for K, N in [(1024, 3072), (4096, 4096), (4096, 24576)]] == [10, 10, 6]
 
 
 def test_transpose_false_uses_mlx(backend):
