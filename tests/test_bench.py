@@ -186,7 +186,7 @@ def test_int_lists():
     (["--contexts", "1024,512"], "--contexts must increase"),
     (["--contexts", "64,4095"], "exceeds the model's 4096 positions"),
     (["--contexts", "32,34", "-g", "4"], "34 is not beyond the previous step's depth"),
-    (["--compare", "llama.cpp"], "--compare must be one of mlx-lm, mlx-lm:float32"),
+    (["--compare", "vllm"], "--compare must be one of mlx-lm, mlx-lm:float32, llama.cpp, not 'vllm'"),
     (["--bandwidth", "-3"], "--bandwidth must be a positive number"),
     (["--kernels", "cuda"], "--kernels must be one of auto, metal, mlx"),
 ])

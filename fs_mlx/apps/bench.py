@@ -98,7 +98,9 @@ def roofline_fraction(bytes_tok: float, tps: float, bandwidth_gbs: float | None)
 # --- settings -----------------------------------------------------------------------
 
 MAX_TOKENS = 1 << 20  # prompt, generated and context depths: beyond any model's context
-COMPARE_CHOICES = ("mlx-lm", "mlx-lm:float32")  # as mlx-lm loads it; cast to float32 like fsx on CPU
+# mlx-lm as it loads the checkpoint, or cast to float32 like fsx on CPU; llama.cpp's
+# llama-bench on the same .gguf (llama_bench.py)
+COMPARE_CHOICES = ("mlx-lm", "mlx-lm:float32", "llama.cpp")
 
 
 @dataclass
@@ -138,7 +140,7 @@ class Settings:
         for c in self.compare:
             if c not in COMPARE_CHOICES:
                 raise FsxError(f"--compare must be one of {', '.join(COMPARE_CHOICES)}, not {c!r}")
-        if self.compare:
+        if any(c.startswith("mlx-lm") for c in self.compare):
             try:
                 import importlib.util
                 found = importlib.util.find_spec("mlx_lm") is not None
@@ -222,6 +224,13 @@ def open_engines(s: Settings, workdir: Path, progress: Callable[[str], None]) ->
                     "engine": "fsx", "model": str(engines[0].lm.path), "kernels": k,
                     "quantize": quantize, "dtype": s.dtype}))
         for c in s.compare:
+            if c == "llama.cpp":
+                from .. import cpu
+                from .llama_bench import LlamaBenchEngine
+
+                progress(f"llama.cpp: llama-bench on {engines[0].lm.path}, {cpu.num_threads()} threads ...")
+                engines.append(LlamaBenchEngine(engines[0].lm.path, cpu.num_threads(), engines[0].info()))
+                continue
             dtype = c.split(":")[1] if ":" in c else None
             path = mlx_lm_checkpoint(engines[0].lm.path, progress)
             progress(f"loading {path} in mlx-lm{' as ' + dtype if dtype else ''} (sibling process) ...")
@@ -250,7 +259,7 @@ def run_bench(s: Settings, progress: Callable[[str], None] = lambda m: None) -> 
         "model_path": path,
         "results": results,
         "machine": machine_info(bandwidth, source),
-        "versions": versions(bool(s.compare)),
+        "versions": versions(any(c.startswith("mlx-lm") for c in s.compare)),
         "settings": {**asdict(s), "definitions": DEFINITIONS},
     }
 
@@ -384,6 +393,7 @@ def resolve_bandwidth(override: float | None) -> tuple[float | None, str]:
 
 
 def machine_info(bandwidth: float | None, source: str) -> dict:
+    from .. import cpu as cpu_kernels
     from .. import openblas
 
     cpu = platform.processor()
@@ -400,6 +410,7 @@ def machine_info(bandwidth: float | None, source: str) -> dict:
         "device": device_name(), "default_device": str(mx.default_device()),
         "metal": mx.metal.is_available(), "cpu": cpu, "cpu_count": os.cpu_count(),
         "memory_gib": memory, "platform": platform.platform(), "blas": openblas.STATUS,
+        "cpu_matmuls": cpu_kernels.STATUS,
         "bandwidth_gbs": bandwidth, "bandwidth_source": source,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -426,14 +437,14 @@ def format_report(report: dict) -> str:
     lines = [
         f"{report['model_path']} | prompt {s['prompt_tokens']}, generate {s['gen_tokens']}, "
         f"{s['repeat']} repeat(s): median (min-max) | {mach['device']}, {bw}",
-        f"{'engine':<7}{'kernels':<8}{'dtype':<9}{'context':>8}  {'prompt tok/s':<22}"
+        f"{'engine':<10}{'kernels':<8}{'dtype':<9}{'context':>8}  {'prompt tok/s':<22}"
         f"{'decode tok/s':<22}{'TTFT ms':>9}{'peak MB':>9}{'MB/token':>10}{'roofline':>10}",
     ]
     for r in report["results"]:
         sp = r["spread"]
         frac = f"{r['roofline_fraction'] * 100:.1f}%" if r["roofline_fraction"] is not None else "unknown"
         lines.append(
-            f"{r['engine']:<7}{r['kernels']:<8}{r['dtype']:<9}{r['context']:>8}  "
+            f"{r['engine']:<10}{r['kernels']:<8}{r['dtype']:<9}{r['context']:>8}  "
             f"{_spread(sp['prompt_tps']):<22}{_spread(sp['generation_tps']):<22}"
             f"{r['ttft_s'] * 1000:>9.1f}{r['peak_memory_gb'] * 1000:>9.1f}"
             f"{r['bytes_per_token'] / 1e6:>10.2f}{frac:>10}"

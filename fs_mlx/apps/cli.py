@@ -448,8 +448,9 @@ def serve(model: str | None, host: str, port: int, kernels: str, quantize: str |
 @click.option("--no-warmup", is_flag=True, help="measure the first run too")
 @click.option("--contexts", help="sweep: prefill to each depth (e.g. 512,2048,8192) and decode "
               "--gen-tokens there, the cache reused from one depth to the next")
-@click.option("--compare", multiple=True, help="also run mlx-lm (its own dtype) or mlx-lm:float32 "
-              "on the same checkpoint, alternating with fsx (repeatable)")
+@click.option("--compare", multiple=True, help="also run mlx-lm (its own dtype), mlx-lm:float32 "
+              "or llama.cpp (llama-bench, a .gguf MODEL) on the same checkpoint, alternating "
+              "with fsx (repeatable)")
 @click.option("--kernels", default="auto", show_default=True,
               help="auto, metal, mlx or msl; comma-separated to compare them (metal,mlx)")
 @click.option("--bandwidth", type=float, help="memory bandwidth in GB/s for the roofline "
