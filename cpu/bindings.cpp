@@ -51,6 +51,9 @@ NB_MODULE(_kernels, m) {
   m.def("quantized_matmul", &fsx_cpu::quantized_matmul, "x"_a, "w"_a, "scales"_a, "biases"_a,
         "group_size"_a, "bits"_a, nb::kw_only(), "stream"_a = nb::none(),
         "mx.quantized_matmul(x, w, scales, biases, transpose=True, ...) for affine 4/8-bit.");
+  m.def("quantized_swiglu", &fsx_cpu::quantized_swiglu, "x"_a, "w"_a, "scales"_a, "biases"_a,
+        "group_size"_a, "bits"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "silu(x @ gate.T) * (x @ up.T) for w = [gate; up] quantized as one affine matrix.");
   m.def("num_threads", [] { return fsx_cpu::ThreadPool::instance().size(); },
         "Threads a product is split across (the caller included).");
   m.def("set_num_threads", [](int n) { fsx_cpu::ThreadPool::instance().set_size(n); }, "n"_a,

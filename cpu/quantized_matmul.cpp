@@ -15,9 +15,14 @@
 // registers, 32 values at a time, never written out (weights.h,
 // AffineWeights); kernels and threads: matmul.h.
 //
+// quantized_swiglu is the same product over w = [gate; up] ([2N, K] rows),
+// written out as silu(y[:, :N]) * y[:, N:] -> [..., N]: the MLP's gate and up
+// projections and its activation in one primitive (the model stacks them).
+//
 // Unlike MLX's CPU qmv with bfloat16 x, which accumulates in bfloat16 (5-8 %
 // error: docs/quantization.md), every dtype accumulates in float32 here.
 
+#include <cmath>
 #include <stdexcept>
 
 #include "mlx/allocator.h"
@@ -29,13 +34,16 @@
 
 namespace fsx_cpu {
 
-mx::array quantized_matmul(
+namespace {
+
+mx::array affine_product(
     const mx::array& x,
     const mx::array& w,
     const mx::array& scales,
     const mx::array& biases,
     int group_size,
     int bits,
+    bool swiglu,
     mx::StreamOrDevice s) {
   mx::Stream stream = cpu_stream(s, "quantized_matmul");
   if (bits != 4 && bits != 8) {
@@ -58,13 +66,52 @@ mx::array quantized_matmul(
   if (!is_float(x.dtype()) || !is_float(scales.dtype()) || biases.dtype() != scales.dtype()) {
     throw std::invalid_argument("quantized_matmul: float x, and scales and biases of one float dtype expected");
   }
+  if (swiglu && N % 2 != 0) {
+    throw std::invalid_argument("quantized_swiglu: w must stack gate and up: an even number of rows");
+  }
   auto shape = x.shape();
-  shape.back() = N;
+  shape.back() = swiglu ? N / 2 : N;
   return mx::array(
       shape,
       mx::promote_types(x.dtype(), scales.dtype()),
-      std::make_shared<QuantizedMatmul>(stream, group_size, bits),
+      std::make_shared<QuantizedMatmul>(stream, group_size, bits, swiglu),
       {x, w, scales, biases});
+}
+
+// out[m, n] = silu(y[m, n]) * y[m, N + n], y [M, 2N]: the SwiGLU of mx's swiglu, g·σ(g)·u.
+void swiglu_rows(const float* y, int M, int N, float* out) {
+  for (int m = 0; m < M; m++) {
+    const float* g = y + int64_t(m) * 2 * N;
+    const float* u = g + N;
+    float* o = out + int64_t(m) * N;
+    for (int n = 0; n < N; n++) {
+      o[n] = g[n] / (1.0f + std::exp(-g[n])) * u[n];
+    }
+  }
+}
+
+} // namespace
+
+mx::array quantized_matmul(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s) {
+  return affine_product(x, w, scales, biases, group_size, bits, false, s);
+}
+
+mx::array quantized_swiglu(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s) {
+  return affine_product(x, w, scales, biases, group_size, bits, true, s);
 }
 
 namespace {
@@ -125,13 +172,17 @@ void QuantizedMatmul::eval_cpu(
     encoder.set_input_array(a);
   }
   encoder.set_output_array(out);
-  encoder.dispatch([x, w, scales, biases, out, g = group_size_, bits = bits_]() mutable {
+  encoder.dispatch([x, w, scales, biases, out, g = group_size_, bits = bits_, swiglu = swiglu_]() mutable {
     const int K = x.shape(-1), N = w.shape(0);
     const int M = static_cast<int>(x.size() / K);
-    std::vector<float> x_store, y_store;
+    std::vector<float> x_store, y_store, product;
     std::vector<char> w_store, s_store, b_store;
     const float* xf = float_rows(x, x_store);
-    float* y = float_output(out, y_store);
+    float* o = float_output(out, y_store);
+    if (swiglu) {
+      product.resize(size_t(M) * N);
+    }
+    float* y = swiglu ? product.data() : o;
     const void* wp = row_major_data(w, w_store);
     const void* sp = row_major_data(scales, s_store);
     const void* bp = row_major_data(biases, b_store);
@@ -139,6 +190,9 @@ void QuantizedMatmul::eval_cpu(
       run_bits<4>(scales.dtype(), xf, wp, sp, bp, M, K, N, g, y);
     } else {
       run_bits<8>(scales.dtype(), xf, wp, sp, bp, M, K, N, g, y);
+    }
+    if (swiglu) {
+      swiglu_rows(y, M, N / 2, o);
     }
     finish_output(out, y_store);
   });

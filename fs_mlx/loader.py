@@ -48,13 +48,13 @@ class LoadedModel:
 
 
 def make_backend(choice: str = "auto"):
-    """The backend for --kernels CHOICE: auto | metal | mlx | msl | reference (model/backends.py)."""
+    """The backend for --kernels CHOICE: auto | metal | mlx | mlx-ops | msl | reference (model/backends.py)."""
     if choice not in KERNEL_CHOICES:
         raise FsxError(f"--kernels must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
     if choice == "auto":
         choice = "metal" if mx.metal.is_available() else "mlx"
-    if choice == "mlx":
-        return MLXBackend()
+    if choice in ("mlx", "mlx-ops"):
+        return MLXBackend(cpu_kernels=choice == "mlx")
     if choice == "reference":
         return ReferenceBackend()
     if choice == "metal" and not mx.metal.is_available():

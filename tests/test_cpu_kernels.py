@@ -15,8 +15,8 @@ Tolerances. Both sides accumulate float32 in different orders, so an error is
 bounded by a few ulps of the sum of |x_k · w_k|: we allow 1e-5 of that sum
 (~80 float32 ulps: far above rounding noise for K <= 1000, far below the
 error of a misplaced element). For float16/bfloat16 outputs add one ulp of
-the output dtype (2^-10, 2^-7 relative): the kernels round a float32 result
-once, and the reference is that float32 result.
+the output dtype (2^-10, 2^-7 relative; 2^-24 absolute for float16's subnormals):
+the kernels round a float32 result once, and the reference is that float32 result.
 """
 
 import os
@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "golden"
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 OUTPUT_ULP = {mx.float32: 0.0, mx.float16: 2.0**-10, mx.bfloat16: 2.0**-7}
+# below float16's smallest normal (6.1e-5) its steps are 2^-24 apart, whatever the value
+OUTPUT_TINY = {mx.float32: 0.0, mx.float16: 2.0**-24, mx.bfloat16: 0.0}
 EXAMPLES = int(os.environ.get("FSX_KERNEL_EXAMPLES", "150"))
 
 needs_kernels = pytest.mark.skipif(not cpu.available(), reason=f"fsx CPU kernels unavailable: {cpu.STATUS}")
@@ -53,7 +55,7 @@ def assert_close(y, ref, bound, dtype):
     """|y - ref| <= 1e-5 * bound + ulp(dtype) * |ref|, elementwise (see the module docstring)."""
     assert y.shape == ref.shape, (y.shape, ref.shape)
     err = np.abs(f32(y) - f32(ref))
-    allowed = 1e-5 * f32(bound) + OUTPUT_ULP[dtype] * np.abs(f32(ref)) + 1e-30
+    allowed = 1e-5 * f32(bound) + OUTPUT_ULP[dtype] * np.abs(f32(ref)) + OUTPUT_TINY[dtype] + 1e-30
     worst = np.unravel_index(np.argmax(err / allowed), err.shape)
     assert (err <= allowed).all(), f"at {worst}: {f32(y)[worst]} vs {f32(ref)[worst]}"
 
@@ -195,3 +197,25 @@ def test_fsx_version_says_which_matmuls_run():
         assert "CPU matmuls: fsx CPU kernels (" in on.stdout and "threads)" in on.stdout
     else:
         assert f"CPU matmuls: {cpu.STATUS}" in on.stdout
+
+
+@needs_kernels
+@settings(max_examples=EXAMPLES // 3, deadline=None)
+@given(m=rows, groups=st.integers(1, 3), n=st.integers(1, 40), bits=st.sampled_from([4, 8]),
+       group_size=st.sampled_from([32, 64, 128]), seed=st.integers(0, 2**16))
+def test_quantized_swiglu_is_silu_gate_times_up(m, groups, n, bits, group_size, seed):
+    """w = [gate; up] as one matrix: silu(x @ gate.T) * (x @ up.T), written in plain MLX ops."""
+    k = groups * group_size
+    q, s, b = mx.quantize(rand((2 * n, k), seed), group_size=group_size, bits=bits)
+    x = rand((m, k), seed + 1)
+    y = cpu.quantized_swiglu(x, q, s, b, group_size=group_size, bits=bits)
+    h = mx.quantized_matmul(x, q, s, b, transpose=True, group_size=group_size, bits=bits)
+    gate, up = h[:, :n], h[:, n:]
+    ref = gate * mx.sigmoid(gate) * up
+    assert y.shape == (m, n)
+    # the product's float32 error, carried through silu and the multiply: bounded by
+    # the bound of each factor times the other's size
+    absW = mx.dequantize(q, mx.abs(s), mx.abs(b), group_size=group_size, bits=bits)
+    bound = mx.abs(x) @ absW.T
+    bound = bound[:, :n] * (mx.abs(up) + bound[:, n:]) + mx.abs(gate) * bound[:, n:]
+    assert_close(y, ref, 2 * bound, mx.float32)

@@ -10,6 +10,8 @@ across cores. They are MLX primitives, so graphs stay lazy.
     linear(x, w)                                  x [..., K], w [N, K] float -> x @ w.T
     quantized_matmul(x, w, scales, biases, group_size, bits)
                                                   mx.quantized_matmul(..., transpose=True)
+    quantized_swiglu(x, w, scales, biases, group_size, bits)
+                                                  w = [gate; up]: silu(x @ gate.T) * (x @ up.T)
 
 `setup.py` builds `_kernels` at `pip install` when a C++ compiler and cmake are
 there; when they are not, or the build fails, the install still succeeds and
@@ -111,6 +113,11 @@ def linear(x: mx.array, w: mx.array) -> mx.array:
 def quantized_matmul(x, w, scales, biases, *, group_size: int, bits: int) -> mx.array:
     # x [..., K], w uint32 [N, K*bits/32], scales/biases [N, K/group_size] -> [..., N]
     return _ext.quantized_matmul(x, w, scales, biases, group_size, bits, stream=mx.cpu)
+
+
+def quantized_swiglu(x, w, scales, biases, *, group_size: int, bits: int) -> mx.array:
+    # w = [gate; up] [2N, K*bits/32] -> [..., N]: the product and the SwiGLU in one primitive
+    return _ext.quantized_swiglu(x, w, scales, biases, group_size, bits, stream=mx.cpu)
 
 
 def num_threads() -> int:

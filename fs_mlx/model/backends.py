@@ -17,6 +17,7 @@ object with these methods, identical in signature across implementations:
 The implementations:
   "mlx"        MLXBackend: MLX's own ops (`mx.fast.*`) — runs wherever MLX runs; on the
                CPU its matrix products go to fsx's own CPU kernels (fs_mlx/cpu) where built
+  "mlx-ops"    MLXBackend(cpu_kernels=False): MLX's ops for the matrix products too
   "metal"      fs_mlx.kernels.MetalBackend(): the hand-written kernels in metal/ (Apple GPUs)
   "msl"        fs_mlx.kernels.MetalBackend(executor=True): the same kernels on the CPU,
                through the MSL executor (fs_mlx/msl) — exact and slow, for tests and learning
@@ -37,7 +38,7 @@ from .. import cpu
 from . import reference
 from .rope import Rope
 
-KERNEL_CHOICES = ("auto", "metal", "mlx", "msl", "reference")
+KERNEL_CHOICES = ("auto", "metal", "mlx", "mlx-ops", "msl", "reference")
 OPS = ("rms_norm", "add_rms_norm", "qk_norm_rope", "attention", "swiglu", "linear",
        "quantized_matmul", "quantized_swiglu")
 
@@ -63,6 +64,8 @@ class MLXBackend:
 
     def __init__(self, cpu_kernels: bool = True):
         self.cpu_kernels = cpu_kernels and cpu.available()
+        if not cpu_kernels:
+            self.name = "mlx-ops"
 
     def rms_norm(self, x, weight, eps):
         return mx.fast.rms_norm(x, weight, eps)
@@ -113,6 +116,8 @@ class MLXBackend:
                                    group_size=group_size, bits=bits)
 
     def quantized_swiglu(self, x, w, scales, biases, *, group_size=64, bits=4):
+        if self.cpu_kernels and cpu.handles_quantized(x, scales, True, group_size, bits):
+            return cpu.quantized_swiglu(x, w, scales, biases, group_size=group_size, bits=bits)
         y = self.quantized_matmul(x, w, scales, biases, group_size=group_size, bits=bits)
         gate, up = mx.split(y, 2, axis=-1)
         return self.swiglu(gate, up)
