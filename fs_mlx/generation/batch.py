@@ -203,7 +203,9 @@ class Scheduler:
     @property
     def load(self) -> dict:
         return {"waiting": len(self.waiting), "prefilling": len(self.prefilling),
-                "running": len(self.rows), "max_batch": self.max_batch, "decode_steps": self.steps, "peak_batch": self.peak_rows}
+                "running": len(self.rows), "max_batch": self.max_batch, "decode_steps": self.steps,
+                "peak_batch": self.peak_rows, "active_memory_mb": round(mx.get_active_memory() / 1e6, 1),
+                "prefix_cache_mb": round(self.prefix_cache.nbytes / 1e6, 1) if self.prefix_cache else 0.0}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="fsx-scheduler", daemon=True)
