@@ -164,9 +164,10 @@ def main() -> None:
     print(f"{args.requests} requests in {wall:.1f} s, {args.workers} at a time; model {args.model}")
     for kind, (n, ok, failures) in kinds.items():
         print(f"  {kind:9s} {ok}/{n} as expected" + (f"; failures: {failures[:3]}" if failures else ""))
-    print(f"  MLX active memory: idle {idle['active_memory_mb']} MB -> after {h['active_memory_mb']} MB "
-          f"(prefix cache {idle['prefix_cache_mb']} -> {h['prefix_cache_mb']} MB); "
-          f"RSS {idle_rss:.0f} -> {end_rss:.0f} MB")
+    outside = [round(x["active_memory_mb"] - x["prefix_cache_mb"], 1) for x in (idle, h)]
+    print(f"  MLX active memory outside the prefix cache: idle {outside[0]} MB -> after {outside[1]} MB; "
+          f"the prefix cache {idle['prefix_cache_mb']} -> {h['prefix_cache_mb']} MB (its budget: 512 MB); "
+          f"process RSS {idle_rss:.0f} -> {end_rss:.0f} MB")
     print(f"  server log: {len(lines)} lines, {len(bad_lines)} with a traceback, ERROR or 5xx"
           + (f": {bad_lines[:3]}" if bad_lines else ""))
     print(f"  peak batch {h['peak_batch']}, decode steps {h['decode_steps']}")
