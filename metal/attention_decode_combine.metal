@@ -1,21 +1,22 @@
 // attention_decode_combine: the second pass of split decode attention.
 //
-// o_part float [B, Hq, splits, D] (each split's softmax-weighted values,
-// normalized by its own sum), ml float [B, Hq, splits, 2] (each split's max
-// score, base 2, and sum of exponentials) -> out [B, Hq, 1, D] (O).
+// o_part float [B, Hq * L, splits, D] (each split's softmax-weighted values,
+// normalized by its own sum), ml float [B, Hq * L, splits, 2] (each split's
+// max score, base 2, and sum of exponentials; an empty split: -inf, 0)
+// -> out [B, Hq, L, D] (O).
 // Template: O.
 //
 //   M = max_s m_s,   w_s = l_s * 2^(m_s - M),   out = sum_s w_s o_s / sum_s w_s
 //
 // Thread layout (fs_mlx/kernels/attention.py: combine_geometry):
-//   grid (D, B * Hq, 1), threadgroup (min(D, 256), 1, 1): one thread per
+//   grid (D, B * Hq * L, 1), threadgroup (min(D, 256), 1, 1): one thread per
 //   output element, looping over the splits (at most a few dozen). Every
 //   thread of a row re-reads the same ml entries, from cache. No barriers.
 
 int D = o_part_shape[3];
 int splits = o_part_shape[2];
 int d = thread_position_in_grid.x;
-int row = thread_position_in_grid.y;  // b * Hq + h
+int row = thread_position_in_grid.y;  // (b * Hq + h) * L + l
 // (auto: with B * Hq * splits <= 3, ml has fewer than 8 elements and MLX
 // passes it as `constant`; a `const device float*` would not compile)
 auto mlr = ml + row * splits * 2;

@@ -74,15 +74,19 @@ float l = 0.0f;  // running sum of 2^(score - m)
 // The keys this tile of queries needs
 int q_last = min(q_first + BQ, L) - 1;
 int s_end = CAUSAL ? min(S, S - L + q_last + 1) : S;
+// 64-bit offsets to this (batch, KV head), 32-bit ones within it (the
+// wrapper keeps S * Hkv * D below 2^31)
 auto kp = k + b * k_strides[0] + kvh * k_strides[1];
 auto vp = v + b * v_strides[0] + kvh * v_strides[1];
+int ks = int(k_strides[2]), kd = int(k_strides[3]);
+int vs = int(v_strides[2]), vd = int(v_strides[3]);
 
 for (int s0 = 0; s0 < s_end; s0 += BK) {
   // Stage the K tile as float; keys past S are zero
   for (int i = tid; i < BK * D; i += NSG * 32) {
     int r = i / D;
     int d = i % D;
-    tile[r * LD + d] = s0 + r < S ? float(kp[(s0 + r) * k_strides[2] + d * k_strides[3]]) : 0.0f;
+    tile[r * LD + d] = s0 + r < S ? float(kp[(s0 + r) * ks + d * kd]) : 0.0f;
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
 
@@ -103,7 +107,7 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
   for (int i = tid; i < BK * D; i += NSG * 32) {
     int r = i / D;
     int d = i % D;
-    tile[r * LD + d] = s0 + r < S ? float(vp[(s0 + r) * v_strides[2] + d * v_strides[3]]) : 0.0f;
+    tile[r * LD + d] = s0 + r < S ? float(vp[(s0 + r) * vs + d * vd]) : 0.0f;
   }
 
   // Mask, then the row max of the tile

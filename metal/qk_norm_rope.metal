@@ -43,7 +43,7 @@ uint b = rr / (H * L);
 // a constant and a device pointer does not compile.
 int64_t so = is_q ? b * q_strides[0] + l * q_strides[1] + h * q_strides[2]
                   : b * k_strides[0] + l * k_strides[1] + h * k_strides[2];
-int64_t es = is_q ? q_strides[3] : k_strides[3];  // element stride (1 in practice)
+int es = int(is_q ? q_strides[3] : k_strides[3]);  // element stride (1 in practice): 32-bit multiplies
 device T* dst = (is_q ? q_out : k_out) + ((size_t(b) * H + h) * L + l) * D;  // outputs are device
 
 // RMSNorm over the row: one simd_sum of the lanes' sums of squares

@@ -1,4 +1,4 @@
-"""Scaled dot-product attention: a decode kernel and a prefill kernel.
+"""Scaled dot-product attention: a decode kernel (also for short queries) and a prefill kernel.
 
     attention(q, k, v, *, scale, mask)     (twin: mx.fast.scaled_dot_product_attention)
         q [B, Hq, L, D], k/v [B, Hkv, S, D], Hq % Hkv == 0; mask None or "causal"
@@ -6,14 +6,18 @@
 
 One query token (decoding) goes to attention_decode: grouped-query heads
 share each K/V read, and long contexts are split across threadgroups and
-merged by a second, tiny pass (attention_decode_combine). More tokens
+merged by a second, tiny pass (attention_decode_combine). So do up to
+SHORT_QUERY tokens (a short prompt after a long context: each query row is
+one more threadgroup, with its own causal limit), which in the prefill
+kernel would fill 1/4 of a 32-row tile and get no key splits. More tokens
 (prefill) go to attention_prefill: 32-query tiles, simdgroup-matrix scores,
 online softmax. K and V are read in place through their strides — the KV
 cache hands over a slice of a bigger buffer, and copying it to make it
 contiguous would cost as much as the attention itself.
 
-Array masks, head_dims over 256 and, for prefill, head_dims that are not a
-multiple of 8 go to the twin (no model here needs them). Template
+Array masks, head_dims over 256 and, for prefill (more than SHORT_QUERY
+rows), head_dims that are not a multiple of 8 or above 128 go to MLX's op
+(no model here needs the first two; MLX itself routes the last elsewhere). Template
 parameters: output dtype, head_dim, heads per threadgroup (decode), causal
 (prefill); S, L, offsets and the split size are runtime values.
 """
@@ -32,6 +36,7 @@ BQ = 32  # query rows per prefill threadgroup
 SPLIT_FROM = 512  # keys from which decode splits them (and runs the combine pass)
 MIN_KEYS_PER_SPLIT = 128  # 32 keys per SIMD group: below this a split's fixed costs outweigh its keys
 TARGET_THREADGROUPS = 128  # = 512 SIMD groups: enough to fill the largest Apple GPUs (40 cores)
+SHORT_QUERY = 8  # query rows up to which the decode kernel serves a call
 MAX_PREFILL_D = 128  # larger head_dims would spill the prefill kernel's registers: MLX's op serves them
 
 
@@ -69,12 +74,12 @@ def decode_plan(B: int, Hq: int, Hkv: int, S: int, keys_per_split: int | None = 
     return G, splits, chunk
 
 
-def decode_geometry(B: int, Hq: int, G: int, splits: int):
-    return (DECODE_TG, splits, B * Hq // G), (DECODE_TG, 1, 1)
+def decode_geometry(B: int, Hq: int, G: int, splits: int, L: int = 1):
+    return (DECODE_TG, splits, B * Hq // G * L), (DECODE_TG, 1, 1)
 
 
-def combine_geometry(B: int, Hq: int, D: int):
-    return (D, B * Hq, 1), (min(D, 256), 1, 1)
+def combine_geometry(B: int, Hq: int, D: int, L: int = 1):
+    return (D, B * Hq * L, 1), (min(D, 256), 1, 1)
 
 
 def prefill_geometry(B: int, Hq: int, L: int):
@@ -82,28 +87,33 @@ def prefill_geometry(B: int, Hq: int, L: int):
 
 
 def attention_decode(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float,
-                     keys_per_split: int | None = None) -> mx.array:
-    """q [B, Hq, 1, D] against k/v [B, Hkv, S, D] -> [B, Hq, 1, D]."""
-    B, Hq, _, D = q.shape
+                     keys_per_split: int | None = None, causal: bool = False) -> mx.array:
+    """q [B, Hq, L, D] (L <= SHORT_QUERY) against k/v [B, Hkv, S, D] -> [B, Hq, L, D].
+
+    causal: query l sees keys 0 .. S - L + l (the queries are the last L keys);
+    with L = 1 that is every key either way.
+    """
+    B, Hq, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
-    G, splits, chunk = decode_plan(B, Hq, Hkv, S, keys_per_split)
+    G, splits, chunk = decode_plan(B * L, Hq, Hkv, S, keys_per_split)  # a query row is one more "sequence"
     dtype = q.dtype
-    grid, tg = decode_geometry(B, Hq, G, splits)
-    inputs = [q, k, v, mx.array(scale, dtype=mx.float32), mx.array(chunk, dtype=mx.int32)]
-    decode = lib.kernel("attention_decode", ["q", "k", "v", "scale", "chunk"], ["out", "ml"],
-                    row_contiguous=False)
+    grid, tg = decode_geometry(B, Hq, G, splits, L)
+    inputs = [q, k, v, mx.array(scale, dtype=mx.float32), mx.array(chunk, dtype=mx.int32),
+              mx.array(int(causal), dtype=mx.int32)]
+    decode = lib.kernel("attention_decode", ["q", "k", "v", "scale", "chunk", "causal"], ["out", "ml"],
+                        row_contiguous=False)
     if splits == 1:
         out, _ = decode(inputs=inputs, template=[("O", dtype), ("D", D), ("G", G)], grid=grid,
-                        threadgroup=tg, output_shapes=[(B, Hq, 1, D), (1,)],
+                        threadgroup=tg, output_shapes=[(B, Hq, L, D), (1,)],
                         output_dtypes=[dtype, mx.float32])
         return out
     o_part, ml = decode(inputs=inputs, template=[("O", mx.float32), ("D", D), ("G", G)], grid=grid,
-                        threadgroup=tg, output_shapes=[(B, Hq, splits, D), (B, Hq, splits, 2)],
+                        threadgroup=tg, output_shapes=[(B, Hq * L, splits, D), (B, Hq * L, splits, 2)],
                         output_dtypes=[mx.float32, mx.float32])
-    grid, tg = combine_geometry(B, Hq, D)
+    grid, tg = combine_geometry(B, Hq, D, L)
     (out,) = lib.kernel("attention_decode_combine", ["o_part", "ml"], ["out"])(
         inputs=[o_part, ml], template=[("O", dtype)], grid=grid, threadgroup=tg,
-        output_shapes=[(B, Hq, 1, D)], output_dtypes=[dtype],
+        output_shapes=[(B, Hq, L, D)], output_dtypes=[dtype],
     )
     return out
 
@@ -127,10 +137,11 @@ def attention(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask:
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
     if q.size == 0:  # no queries (L = 0, B = 0 or no heads): nothing to launch
         return mx.zeros(q.shape, mx.result_type(q, k, v))
-    if mask is not None and mask != "causal" or D > MAX_D or (L > 1 and (D % 8 or D > MAX_PREFILL_D)):
+    if (mask is not None and mask != "causal" or D > MAX_D or S * Hkv * D >= 2**31  # 32-bit offsets
+            or (L > SHORT_QUERY and (D % 8 or D > MAX_PREFILL_D))):
         return MLXBackend().attention(q, k, v, scale=scale, mask=mask)  # what the kernels don't cover
     dtype = mx.result_type(q, k, v)
     q, k, v = (t.astype(dtype) for t in (q, k, v))
-    if L == 1:  # one query token sees every key, causal or not
-        return attention_decode(lib, q, k, v, scale=scale)
+    if L <= SHORT_QUERY:  # decoding (one token sees every key, causal or not), or a short prompt
+        return attention_decode(lib, q, k, v, scale=scale, causal=mask == "causal")
     return attention_prefill(lib, q, k, v, scale=scale, causal=mask == "causal")

@@ -76,8 +76,32 @@ def test_prefill(backend, B, Hkv, gqa, D, L, cached, causal, spare, dtype, order
     k = cache_slice(B, Hkv, S, D, seed + 1, dtype, spare)
     v = cache_slice(B, Hkv, S, D, seed + 2, dtype, spare)
     mask = "causal" if causal else None
+    with msl_settings(order=order, seed=seed):  # (the op sends L <= 8 to the decode kernel: below)
+        out = attn.attention_prefill(backend, q, k, v, scale=D**-0.5, causal=causal)
+    assert_close(out, twin(q, k, v, D**-0.5, mask), dtype)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(B=st.integers(1, 2), Hkv=st.integers(1, 2), gqa=st.sampled_from([1, 2, 4, 5]),
+       D=st.sampled_from(HEAD_DIMS + [16]), L=st.integers(2, attn.SHORT_QUERY),
+       cached=st.one_of(st.integers(0, 40), st.integers(500, 700)),
+       keys_per_split=st.sampled_from([None, None, 32, 100]), causal=st.booleans(),
+       dtype=st.sampled_from(DTYPES), order=st.sampled_from(ORDERS), seed=st.integers(0, 2**16))
+def test_short_queries(backend, B, Hkv, gqa, D, L, cached, keys_per_split, causal, dtype, order, seed):
+    """A few new tokens after `cached` ones (S = cached + L) run the decode kernel, one
+    query row per threadgroup row with its own causal limit; splits past a row's
+    limit are empty (zeros and sum 0 in the combine)."""
+    Hq, S = Hkv * gqa, cached + L
+    q = normal((B, Hq, L, D), seed, dtype)
+    k = cache_slice(B, Hkv, S, D, seed + 1, dtype, 5)
+    v = cache_slice(B, Hkv, S, D, seed + 2, dtype, 5)
+    mask = "causal" if causal else None
     with msl_settings(order=order, seed=seed):
-        out = backend.attention(q, k, v, scale=D**-0.5, mask=mask)
+        if keys_per_split is None:
+            out = backend.attention(q, k, v, scale=D**-0.5, mask=mask)
+        else:
+            out = attn.attention_decode(backend, q, k, v, scale=D**-0.5, keys_per_split=keys_per_split,
+                                        causal=causal)
     assert_close(out, twin(q, k, v, D**-0.5, mask), dtype)
 
 
@@ -130,18 +154,19 @@ def test_dispatch(backend):
     try:
         for n, f in real.items():
             setattr(attn, n, lambda *a, _n=n, _f=f, **kw: calls.append(_n) or _f(*a, **kw))
-        q1, q4, kv = normal((1, 2, 1, 32), 0), normal((1, 2, 4, 32), 1), normal((1, 1, 6, 32), 2)
+        (q1, q4, q9), kv = (normal((1, 2, L, 32), L) for L in (1, 4, 9)), normal((1, 1, 12, 32), 2)
         attn.attention(backend, q1, kv, kv, scale=0.2, mask=None)
         attn.attention(backend, q1, kv, kv, scale=0.2, mask="causal")
-        attn.attention(backend, q4, kv, kv, scale=0.2, mask="causal")
-        assert calls == ["attention_decode", "attention_decode", "attention_prefill"]
-        bool_mask = mx.array(np.tril(np.ones((4, 6), bool), 2))
+        attn.attention(backend, q4, kv, kv, scale=0.2, mask="causal")  # a short query
+        attn.attention(backend, q9, kv, kv, scale=0.2, mask="causal")
+        assert calls == ["attention_decode"] * 3 + ["attention_prefill"]
+        bool_mask = mx.array(np.tril(np.ones((4, 12), bool), 8))
         out = attn.attention(backend, q4, kv, kv, scale=0.2, mask=bool_mask)
-        q12, kv12 = normal((1, 2, 4, 12), 3), normal((1, 1, 6, 12), 4)
+        q12, kv12 = normal((1, 2, 9, 12), 3), normal((1, 1, 10, 12), 4)
         out12 = attn.attention(backend, q12, kv12, kv12, scale=0.2, mask="causal")
-        q256, kv256 = normal((1, 2, 3, 256), 5), normal((1, 1, 6, 256), 6)
+        q256, kv256 = normal((1, 2, 9, 256), 5), normal((1, 1, 10, 256), 6)
         out256 = attn.attention(backend, q256, kv256, kv256, scale=0.2, mask="causal")
-        assert len(calls) == 3
+        assert len(calls) == 4
     finally:
         for n, f in real.items():
             setattr(attn, n, f)
