@@ -415,6 +415,78 @@ SPECS = {
     },
 }
 
+
+# The families of issue 14. Each is as small as it can be while exercising what
+# differs (docs/forward-pass.md): the tokenizers are the two above, copied.
+_SMALL = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, rms_norm_eps=1e-6, initializer_range=0.2, hidden_act="silu")
+SPECS.update({
+    # Qwen2/2.5: biases on q, k and v (not o); YaRN RoPE scaling as Qwen2.5's 128k setup,
+    # with a short original context so that the ramp covers several pairs.
+    "qwen2-tiny": {
+        "model_type": "qwen2", "tokenizer": "qwen3-tiny", "storage_dtype": "float32", "seed": 1,
+        "embed_std": 1.0, "eos_row_scale": 1.5,
+        "config": dict(_SMALL, intermediate_size=160, tie_word_embeddings=True, max_position_embeddings=4096,
+                       rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
+                                        "original_max_position_embeddings": 64}),
+        "prompts": QWEN_PROMPTS, "chats": QWEN_CHATS[:2],
+    },
+    # Mistral: Llama-shaped, every layer a sliding window of 8 (the prompts are up to 56 tokens
+    # and the greedy runs 32 more, so the window cuts in both prefill and decode); GQA 4.
+    "mistral-tiny": {
+        "model_type": "mistral", "tokenizer": "llama-tiny", "storage_dtype": "bfloat16", "seed": 1,
+        "embed_std": 1.0, "eos_row_scale": 1.5,
+        "config": dict(_SMALL, num_key_value_heads=1, head_dim=32, intermediate_size=160,
+                       tie_word_embeddings=False, max_position_embeddings=2048, sliding_window=8,
+                       rope_theta=10000.0),
+        "prompts": LLAMA_PROMPTS, "chats": LLAMA_CHATS[:2],
+    },
+    # Gemma 3: (1 + w) norms, four per block, sqrt(hidden) embedding scale, GeGLU (tanh),
+    # query_pre_attn_scalar (24, not head_dim 32), QK-norm, local layers (window 8, base 1e4)
+    # and a global one (base 1e6, linear scaling 2), from sliding_window_pattern 2.
+    # config.json is written as the hub's Gemma 3 checkpoints spell it (legacy_config).
+    "gemma3-tiny": {
+        "model_type": "gemma3_text", "tokenizer": "llama-tiny", "storage_dtype": "float32", "seed": 1,
+        "embed_std": 0.2, "eos_row_scale": 2.5, "legacy_config": "gemma3",
+        "config": dict({k: v for k, v in _SMALL.items() if k != "hidden_act"},
+                       num_hidden_layers=3, head_dim=32, intermediate_size=128,
+                       tie_word_embeddings=True, max_position_embeddings=2048, sliding_window=8,
+                       sliding_window_pattern=2, query_pre_attn_scalar=24,
+                       hidden_activation="gelu_pytorch_tanh",
+                       rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                           "rope_theta": 1e6},
+                                        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}),
+        "prompts": LLAMA_PROMPTS, "chats": LLAMA_CHATS[:2],
+    },
+    # Phi-3 / Phi-4-mini: qkv_proj and gate_up_proj stored joined, partial rotary (0.75 of
+    # head_dim 16 = 12 features), LongRoPE (short factors here: the sequences stay within
+    # original_max_position_embeddings; the attention factor for factor 4 applies).
+    "phi3-tiny": {
+        "model_type": "phi3", "tokenizer": "llama-tiny", "storage_dtype": "bfloat16", "seed": 1,
+        "embed_std": 1.0, "eos_row_scale": 1.5,
+        "config": dict(_SMALL, intermediate_size=160, tie_word_embeddings=False,
+                       max_position_embeddings=512, original_max_position_embeddings=128,
+                       rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                        "partial_rotary_factor": 0.75,
+                                        "short_factor": [1.0, 1.1, 1.3, 1.7, 2.3, 3.1],
+                                        "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0],
+                                        "original_max_position_embeddings": 128},
+                       sliding_window=None, pad_token_id=None),
+        "prompts": LLAMA_PROMPTS, "chats": LLAMA_CHATS[:2],
+    },
+    # Qwen3-MoE: 8 experts, top 2 with norm_topk_prob, layer 1 dense (mlp_only_layers), QK-norm.
+    "qwen3-moe-tiny": {
+        "model_type": "qwen3_moe", "tokenizer": "qwen3-tiny", "storage_dtype": "bfloat16", "seed": 1,
+        "embed_std": 1.0, "eos_row_scale": 1.5,
+        "config": dict(_SMALL, num_hidden_layers=3, head_dim=16, intermediate_size=96,
+                       moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                       norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1],
+                       tie_word_embeddings=False, max_position_embeddings=4096, rope_theta=1e6),
+        "prompts": QWEN_PROMPTS, "chats": QWEN_CHATS[:2],
+    },
+})
+QWEN_FAMILY = ("qwen3", "qwen2", "qwen3_moe")  # these use the byte-level tokenizer and Qwen's EOS layout
+
 MAX_NEW_TOKENS = 32
 MIN_GAP = float(os.environ.get("GOLDEN_MIN_GAP", 1e-2))  # required min top1-top2 logit gap (prompt positions and greedy steps); tests need > 1e-3
 MAX_SEED_TRIES = int(os.environ.get("GOLDEN_MAX_SEED_TRIES", 200))
@@ -614,19 +686,21 @@ def init_weights(model, seed: int, config: dict, n_real_tokens: int | None, embe
             elif "embed_tokens" in name or "lm_head" in name:
                 p.copy_(embed_std * torch.randn(p.shape, generator=g))
                 p[eos_ids] *= eos_row_scale
-            elif p.ndim == 2:
+            elif p.ndim >= 2:  # matrices; stacked experts [E, out, in]
                 p.copy_(std * torch.randn(p.shape, generator=g))
-            else:  # biases (none in these configs)
+            else:  # biases (Qwen2's q/k/v)
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             if n_real_tokens is not None and ("embed_tokens" in name or "lm_head" in name):
                 p[n_real_tokens:] = 0.0
 
 
 def build_config(model_type: str, cfg: dict, special_ids: dict):
-    from transformers import LlamaConfig, Qwen3Config
+    from transformers import (Gemma3TextConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config,
+                              Qwen3Config, Qwen3MoeConfig)
 
-    cls = {"qwen3": Qwen3Config, "llama": LlamaConfig}[model_type]
-    return cls(**cfg, **special_ids)
+    cls = {"qwen3": Qwen3Config, "llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig,
+           "gemma3_text": Gemma3TextConfig, "phi3": Phi3Config, "qwen3_moe": Qwen3MoeConfig}[model_type]
+    return cls(**{**cfg, **special_ids})
 
 
 def eos_union(ckpt: Path) -> list[int]:
@@ -668,7 +742,7 @@ def make_checkpoint(name: str, spec: dict, out: Path, seed: int, tokenizer_dir: 
     cfg = dict(spec["config"])
     assert cfg["vocab_size"] >= n_tok, (cfg["vocab_size"], n_tok)
 
-    if spec["model_type"] == "qwen3":
+    if spec["model_type"] in QWEN_FAMILY:
         v = hf_tok.get_vocab()
         endoftext, im_end = v["<|endoftext|>"], v["<|im_end|>"]
         # As in Qwen3, EOS ids are spread out: config.json says <|endoftext|>, generation_config.json
@@ -701,7 +775,9 @@ def make_checkpoint(name: str, spec: dict, out: Path, seed: int, tokenizer_dir: 
     if spec.get("max_shard_size"):
         kwargs["max_shard_size"] = spec["max_shard_size"]
     model.save_pretrained(str(out), **kwargs)
-    if spec.get("legacy_config"):
+    if spec.get("legacy_config") == "gemma3":
+        write_legacy_gemma3_config(out / "config.json")
+    elif spec.get("legacy_config"):
         write_legacy_config(out / "config.json")
     if spec.get("max_shard_size"):
         shards = sorted(p.name for p in out.glob("model-*.safetensors"))
@@ -718,6 +794,26 @@ def write_legacy_config(path: Path) -> None:
     assert rp.get("rope_type", "default") == "default", rp
     cfg["rope_theta"] = rp["rope_theta"]
     cfg["rope_scaling"] = None
+    path.write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")
+
+
+def write_legacy_gemma3_config(path: Path) -> None:
+    """Gemma 3's config.json as google/gemma-3-*-it spell it (transformers 4): top-level rope_theta
+    (global layers), rope_local_base_freq (local layers), rope_scaling (global layers only),
+    sliding_window_pattern and no layer_types. transformers 5 reads it back to the same model
+    (compute_vectors loads the rewritten file; the layer types are asserted there)."""
+    cfg = json.loads(path.read_text())
+    rp = cfg.pop("rope_parameters")
+    full, local = dict(rp["full_attention"]), rp["sliding_attention"]
+    cfg["rope_theta"] = full.pop("rope_theta")
+    cfg["rope_local_base_freq"] = local["rope_theta"]
+    cfg["rope_scaling"] = full if full.get("rope_type", "default") != "default" else None
+    cfg["sliding_window_pattern"] = cfg.pop("_sliding_window_pattern", cfg.get("sliding_window_pattern"))
+    layer_types = cfg.pop("layer_types")
+    n = cfg["sliding_window_pattern"]
+    assert layer_types == ["full_attention" if (i + 1) % n == 0 else "sliding_attention"
+                           for i in range(len(layer_types))], layer_types
+    cfg["torch_dtype"] = cfg.pop("dtype")
     path.write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")
 
 
@@ -768,7 +864,8 @@ def compute_vectors(ckpt: Path, spec: dict) -> tuple[dict, dict]:
         hs = out.hidden_states
         assert len(hs) == n_layers + 1
         embed = hs[0][0]
-        assert torch.equal(embed, model.model.embed_tokens.weight[x[0]])
+        with torch.no_grad():  # a row lookup (Gemma: times sqrt(hidden))
+            assert torch.equal(embed, model.model.embed_tokens(x)[0])
         block0 = captured["block0"][0]
         if n_layers > 1:
             assert torch.equal(block0, hs[1][0]), "hidden_states[1] should be layer 0's output"
@@ -872,16 +969,21 @@ def compute_vectors(ckpt: Path, spec: dict) -> tuple[dict, dict]:
         "checkpoint": f"golden/checkpoints/{ckpt.name}",
         "storage_dtype": spec["storage_dtype"],
         "config": {
-            k: getattr(model.config, k)
+            k: getattr(model.config, k, None)
             for k in [
                 "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "head_dim", "rms_norm_eps", "tie_word_embeddings", "max_position_embeddings",
             ]
         },
-        "rope_theta": model.config.rope_parameters["rope_theta"],
+        "rope_theta": model.config.rope_parameters.get("rope_theta")
+        or model.config.rope_parameters["full_attention"]["rope_theta"],
+        **({"rope_parameters": model.config.rope_parameters,
+            "layer_types": getattr(model.config, "layer_types", None)}
+           if spec["model_type"] not in ("llama", "qwen3") else {}),
         "config_json_style": (
             "transformers-4 spelling (torch_dtype, top-level rope_theta)"
             if "rope_theta" in json.loads((ckpt / "config.json").read_text())
+            or "torch_dtype" in json.loads((ckpt / "config.json").read_text())
             else "transformers-5 spelling (dtype, rope_parameters.rope_theta)"
         ),
         "tokenizer_size": len(tok),
@@ -918,6 +1020,78 @@ DEFINITIONS = {
     "min_top_gap": "min over all prompt positions and all greedy steps of (top1 - top2) logit",
     "weights": "loaded with AutoModelForCausalLM.from_pretrained(dir, dtype=float32, attn_implementation='eager') from the stored (possibly bf16/fp16) safetensors, so fp32 math on the rounded weights",
 }
+
+# --------------------------------------------------------------------------------------
+# RoPE scaling rules: transformers' ROPE_INIT_FUNCTIONS on real-world parameter sets
+# --------------------------------------------------------------------------------------
+
+ROPE_CASES = [
+    # name, config class, config kwargs, seq_len passed to the init function (None: at init)
+    ("linear", "llama", dict(head_dim=128, rope_parameters={"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}), None),
+    ("llama3", "llama", dict(head_dim=128, max_position_embeddings=131072, rope_parameters={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192, "rope_theta": 500000.0}), None),
+    # Qwen3's documented 128k setup (factor 4 over 32k), and Qwen2.5's
+    ("yarn-qwen3", "qwen3", dict(head_dim=128, max_position_embeddings=131072, rope_parameters={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1e6}), None),
+    ("yarn-qwen2.5", "qwen2", dict(hidden_size=3584, num_attention_heads=28, max_position_embeddings=131072,
+        rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768,
+                         "rope_theta": 1e6}), None),
+    # DeepSeek-style mscale / mscale_all_dim, beta_fast/slow, and truncate=False
+    ("yarn-mscale", "llama", dict(head_dim=64, max_position_embeddings=163840, rope_parameters={
+        "rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096, "rope_theta": 10000.0,
+        "mscale": 1.0, "mscale_all_dim": 0.707, "beta_fast": 32, "beta_slow": 1}), None),
+    ("yarn-notruncate", "llama", dict(head_dim=64, max_position_embeddings=65536, rope_parameters={
+        "rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192, "rope_theta": 10000.0,
+        "truncate": False, "beta_fast": 16, "beta_slow": 2}), None),
+    # Phi-3.5-mini-like longrope (head_dim 96), and Phi-4-mini's partial rotary (0.75 of 128)
+    ("longrope-short", "phi3", dict(hidden_size=3072, num_attention_heads=32, max_position_embeddings=131072,
+        original_max_position_embeddings=4096, rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 4096,
+            "short_factor": [1.0 + 0.05 * i for i in range(48)], "long_factor": [1.0 + 1.5 * i for i in range(48)]}),
+        None),
+    ("longrope-long", "phi3", dict(hidden_size=3072, num_attention_heads=32, max_position_embeddings=131072,
+        original_max_position_embeddings=4096, rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 4096,
+            "short_factor": [1.0 + 0.05 * i for i in range(48)], "long_factor": [1.0 + 1.5 * i for i in range(48)]}),
+        5000),
+    ("longrope-partial", "phi3", dict(hidden_size=3072, num_attention_heads=24, max_position_embeddings=131072,
+        original_max_position_embeddings=4096, rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+            "original_max_position_embeddings": 4096,
+            "short_factor": [1.0 + 0.02 * i for i in range(48)], "long_factor": [1.0 + 0.9 * i for i in range(48)]}),
+        9000),
+    ("dynamic-within", "llama", dict(head_dim=64, max_position_embeddings=2048, rope_parameters={
+        "rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}), 1000),
+    ("dynamic-beyond", "llama", dict(head_dim=64, max_position_embeddings=2048, rope_parameters={
+        "rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}), 5000),
+]
+
+
+def make_rope_reference(path: Path) -> None:
+    """inv_freq and attention factor from transformers' ROPE_INIT_FUNCTIONS for each case."""
+    _torch_setup()
+    from transformers import LlamaConfig, Phi3Config, Qwen2Config, Qwen3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    classes = {"llama": LlamaConfig, "qwen3": Qwen3Config, "qwen2": Qwen2Config, "phi3": Phi3Config}
+    cases = []
+    for name, family, kwargs, seq_len in ROPE_CASES:
+        config = classes[family](**kwargs)
+        rp = config.rope_parameters
+        inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[rp["rope_type"]](config, None, seq_len=seq_len)
+        cases.append({
+            "name": name, "model_type": family, "config": kwargs, "seq_len": seq_len,
+            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+            "max_position_embeddings": config.max_position_embeddings,
+            "rope_parameters": rp,
+            "inv_freq": [float(x) for x in inv_freq.tolist()],
+            "attention_factor": float(attention_factor),
+        })
+    write_json(path, {"made_with": "python golden/make_golden.py --rope",
+                      "what": "transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS[rope_type](config, seq_len=...)",
+                      "cases": cases})
+
 
 # --------------------------------------------------------------------------------------
 # Driver
@@ -1020,8 +1194,12 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help="JSON (inline or a path): one extra checkpoint of arbitrary shape, see README")
     ap.add_argument("--tokenizer-from", default=None, help="committed checkpoint whose tokenizer to reuse (qwen3-tiny or llama-tiny)")
     ap.add_argument("--name", default="custom", help="name of the extra checkpoint")
+    ap.add_argument("--rope", action="store_true", help="only rewrite vectors/rope_scaling.json")
     args = ap.parse_args(argv)
 
+    if args.rope:
+        make_rope_reference(GOLDEN / "vectors" / "rope_scaling.json")
+        return 0
     if args.config:
         return main_extra(args)
 

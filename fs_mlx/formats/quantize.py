@@ -24,6 +24,7 @@ from ..errors import FsxError
 from ..files import atomic_dir, read_json
 from ..model.config import FLOAT_DTYPES
 from ..model.quantized import check_spec
+from ..model.moe import SparseMoE, SwitchLinear
 from ..model.transformer import Embedding, Linear, Transformer
 
 DEFAULT_GROUP_SIZE = 64  # mlx-lm's default for affine quantization
@@ -44,20 +45,28 @@ def quantize_tensors(
     """
     bits, group_size = check_spec(bits, group_size)
     out = dict(tensors)
-    for path, m in model.named_modules():
-        if not isinstance(m, (Linear, Embedding)):
+    block: dict[str, Any] = {"group_size": group_size, "bits": bits, "mode": "affine"}
+    modules = dict(model.named_modules())
+    for path, m in modules.items():
+        if not isinstance(m, (Linear, Embedding, SwitchLinear)):
             continue
         w = tensors.get(f"{path}.weight")
         if w is None:
             continue  # check_tensors reports it, with the file name
         if not mx.issubdtype(w.dtype, mx.floating):
             raise FsxError(f"tensor {path}.weight is {w.dtype}, not float: already quantized?")
-        if w.shape[-1] % group_size:
+        layer_bits, layer_group = bits, group_size
+        if path.endswith(".gate") and isinstance(modules.get(path.rsplit(".", 1)[0]), SparseMoE):
+            # The MoE router picks the experts: mlx-lm keeps it at 8 bits (qwen3_moe's quant_predicate)
+            layer_bits, layer_group = 8, 64
+            block[path] = {"group_size": 64, "bits": 8}
+        if w.shape[-1] % layer_group:
+            block.pop(path, None)
             continue  # e.g. an MLP of width 96 with groups of 64: stays float, as in mlx-lm
         out[f"{path}.weight"], out[f"{path}.scales"], out[f"{path}.biases"] = mx.quantize(
-            w, group_size=group_size, bits=bits
+            w, group_size=layer_group, bits=layer_bits
         )
-    return out, {"group_size": group_size, "bits": bits, "mode": "affine"}
+    return out, block
 
 
 def storage_dtype(config_dict: dict[str, Any]) -> mx.Dtype | None:

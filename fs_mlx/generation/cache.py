@@ -153,5 +153,8 @@ class BatchKVCache:
 
 
 def make_cache(model) -> list[KVCache]:
-    return [KVCache() for _ in model.layers]
+    """One cache per layer; sliding-window layers keep only their window (window_cache.py)."""
+    from .window_cache import WindowKVCache
 
+    return [KVCache() if layer.self_attn.window is None else WindowKVCache(layer.self_attn.window)
+            for layer in model.layers]

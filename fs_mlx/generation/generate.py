@@ -76,11 +76,16 @@ class PromptCache:
         while common < limit and self.tokens[common] == prompt[common]:
             common += 1
         self.truncate(common)
-        return common
+        return len(self.tokens)
 
     def truncate(self, n: int) -> None:
         for c in self.layers:
             c.trim(c.offset - n)
+        if any(c.offset != n for c in self.layers):
+            # A sliding-window layer cannot move back past keys it dropped: start over.
+            for c in self.layers:
+                c.trim(c.offset)
+            n = 0
         self.tokens = self.tokens[:n]
 
     def sync(self, fed: list[int]) -> None:

@@ -25,6 +25,7 @@ from typing import Callable
 import mlx.core as mx
 
 from ..errors import FsxError
+from ..model.rope import scale_rotated
 from . import attention, norm, quantized, rope, swiglu
 
 
@@ -83,13 +84,18 @@ class MetalBackend:
         return norm.add_rms_norm(self, x, residual, weight, eps)
 
     def qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset):
-        return rope.qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset)
+        q, k = rope.qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset)
+        # yarn/longrope's attention factor: not in the kernel yet, one multiply after it
+        return scale_rotated(q, rope_), scale_rotated(k, rope_)
 
     def attention(self, q, k, v, *, scale, mask):
         return attention.attention(self, q, k, v, scale=scale, mask=mask)
 
     def swiglu(self, gate, up):
         return swiglu.swiglu(self, gate, up)
+
+    def geglu(self, gate, up):
+        return swiglu.geglu(self, gate, up)
 
     def linear(self, x, weight, bias=None):
         # Dense GEMM has no kernel of ours: MLX's own matmul serves it.
@@ -99,6 +105,14 @@ class MetalBackend:
     def quantized_matmul(self, x, w, scales, biases, *, transpose=True, group_size=64, bits=4):
         return quantized.quantized_matmul(self, x, w, scales, biases, transpose=transpose,
                                           group_size=group_size, bits=bits)
+
+    # Mixture of experts: no kernel of ours yet; MLX's gather_mm / gather_qmm serve them.
+    def gather_linear(self, x, w, indices):
+        return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices)
+
+    def gather_quantized_matmul(self, x, w, scales, biases, indices, *, group_size=64, bits=4):
+        return mx.gather_qmm(x, w, scales, biases, rhs_indices=indices, transpose=True,
+                             group_size=group_size, bits=bits)
 
     def quantized_swiglu(self, x, w, scales, biases, *, group_size=64, bits=4):
         return quantized.quantized_swiglu(self, x, w, scales, biases, group_size=group_size, bits=bits)

@@ -10,9 +10,14 @@ object with these methods, identical in signature across implementations:
                                                       q [B, L, Hq, D], k [B, L, Hkv, D] -> [B, H, L, D] each
     attention(q, k, v, *, scale, mask)                q [B, Hq, L, D], k/v [B, Hkv, S, D] -> [B, Hq, L, D]
     swiglu(gate, up)                                  silu(gate) * up
+    geglu(gate, up)                                   gelu_tanh(gate) * up (Gemma)
     linear(x, weight, bias)                           x [..., in] @ weight.T (+ bias), weight [out, in]
     quantized_matmul(x, w, scales, biases, *, transpose, group_size, bits)
     quantized_swiglu(x, w, scales, biases, *, group_size, bits)     w = [gate; up]
+    gather_linear(x, w, indices)                      mixture of experts (model/moe.py):
+                                                      x [N, k|1, 1, in], w [E, out, in], indices [N, k]
+                                                      -> [N, k, 1, out], row n times w[indices[n, j]].T
+    gather_quantized_matmul(x, w, scales, biases, indices, *, group_size, bits)   the same, quantized
 
 The implementations:
   "mlx"        MLXBackend: MLX's own ops (`mx.fast.*`) — runs wherever MLX runs; on the
@@ -30,17 +35,18 @@ Metal backend each call is one kernel launch (attention with key splits: two).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import mlx.core as mx
 
 from .. import cpu
 from . import reference
-from .rope import Rope
+from .rope import Rope, scale_rotated
 
 KERNEL_CHOICES = ("auto", "metal", "mlx", "mlx-ops", "msl", "reference")
-OPS = ("rms_norm", "add_rms_norm", "qk_norm_rope", "attention", "swiglu", "linear",
-       "quantized_matmul", "quantized_swiglu")
+OPS = ("rms_norm", "add_rms_norm", "qk_norm_rope", "attention", "swiglu", "geglu", "linear",
+       "quantized_matmul", "quantized_swiglu", "gather_linear", "gather_quantized_matmul")
 
 # Without fsx's CPU kernels: MLX's CPU quantized matmul costs about one
 # matrix-vector product per row of x, so prefilling L tokens costs L decode
@@ -82,14 +88,19 @@ class MLXBackend:
 
     @staticmethod
     def _rope(x, rope: Rope, offset):
-        return mx.fast.rope(x, rope.dims, traditional=rope.traditional, base=rope.base,
-                            scale=rope.scale, offset=offset, freqs=rope.periods)
+        x = mx.fast.rope(x, rope.dims, traditional=rope.traditional, base=rope.base,
+                         scale=rope.scale, offset=offset, freqs=rope.periods)
+        return scale_rotated(x, rope)  # yarn/longrope's attention factor
 
     def attention(self, q, k, v, *, scale, mask):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
 
     def swiglu(self, gate, up):
         return gate * mx.sigmoid(gate) * up
+
+    def geglu(self, gate, up):
+        # tanh-approximated GELU (PyTorch's gelu(approximate="tanh"), Gemma's hidden_activation)
+        return 0.5 * gate * (1 + mx.tanh(math.sqrt(2 / math.pi) * (gate + 0.044715 * gate**3))) * up
 
     def linear(self, x, weight, bias=None):
         if self.cpu_kernels and cpu.handles_linear(x, weight):
@@ -123,6 +134,14 @@ class MLXBackend:
         return self.swiglu(gate, up)
 
 
+    def gather_linear(self, x, w, indices):
+        return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices)
+
+    def gather_quantized_matmul(self, x, w, scales, biases, indices, *, group_size=64, bits=4):
+        return mx.gather_qmm(x, w, scales, biases, rhs_indices=indices, transpose=True,
+                             group_size=group_size, bits=bits)
+
+
 class ReferenceBackend:
     """The plain formulas of reference.py: slow, exact, the oracle for the others."""
 
@@ -132,9 +151,12 @@ class ReferenceBackend:
     qk_norm_rope = staticmethod(reference.qk_norm_rope)
     attention = staticmethod(reference.attention)
     swiglu = staticmethod(reference.swiglu)
+    geglu = staticmethod(reference.geglu)
     linear = staticmethod(reference.linear)
     quantized_matmul = staticmethod(reference.quantized_matmul)
     quantized_swiglu = staticmethod(reference.quantized_swiglu)
+    gather_linear = staticmethod(reference.gather_linear)
+    gather_quantized_matmul = staticmethod(reference.gather_quantized_matmul)
 
 
 class CountingBackend:

@@ -2,8 +2,10 @@
 
 Field names are the Hugging Face ones (`hidden_size`, `num_key_value_heads`,
 ...), so the checkpoint's vocabulary flows through unchanged; unknown keys
-are ignored. One dataclass covers every supported architecture: Qwen3 is a
-Llama with per-head QK-norm and no attention bias.
+are ignored. One dataclass covers every supported architecture: the
+families differ by the named fields of ARCHITECTURES (what a family fixes)
+and by a few config.json fields of their own (docs/forward-pass.md has the
+table).
 
 config.json is untrusted input (docs/trust.md), so the dataclass is a pydantic
 schema: each field is declared once, with its type and range, and pydantic
@@ -32,11 +34,38 @@ from ..files import read_json
 from .rope import check_scaling
 
 # model_type -> what that family fixes, whatever its config.json says:
-#   qk_norm  attention RMS-normalises q and k per head (over head_dim) before RoPE
+#   qk_norm         attention RMS-normalises q and k per head (over head_dim) before RoPE
+#   qkv_bias        q/k/v projections have a bias (o_proj has one only with attention_bias)
+#   norm_plus_one   RMSNorm multiplies by (1 + w): Gemma stores w around 0
+#   embed_scale     embeddings are multiplied by sqrt(hidden_size)
+#   sandwich_norms  each sub-layer's output is normed too: four norms per block (Gemma 3)
+#   sliding_layers  which layers attend through a sliding window (see layer_types):
+#                   "none", "all" (when sliding_window is set), "qwen" (layers from
+#                   max_window_layers on, when use_sliding_window), "pattern" (every
+#                   sliding_window_pattern-th layer is global, the others local)
+#   moe             mixture-of-experts MLPs (model/moe.py)
 ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "qwen3": {"qk_norm": True},
-    "llama": {"qk_norm": False},
+    "llama": {"qk_norm": False, "sliding_layers": "none"},
+    "qwen3": {"qk_norm": True, "sliding_layers": "qwen"},
+    "qwen2": {"qk_norm": False, "qkv_bias": True, "sliding_layers": "qwen"},
+    "mistral": {"qk_norm": False, "sliding_layers": "all"},
+    "phi3": {"qk_norm": False, "sliding_layers": "all"},
+    "gemma3_text": {"qk_norm": True, "norm_plus_one": True, "embed_scale": True,
+                    "sandwich_norms": True, "sliding_layers": "pattern"},
+    "qwen3_moe": {"qk_norm": True, "sliding_layers": "qwen", "moe": True},
 }
+
+# What transformers assumes when config.json leaves a field out, where it differs
+# from ModelConfig's defaults below.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mistral": {"sliding_window": 4096},
+    "gemma3_text": {"head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+                    "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
+                    "sliding_window_pattern": 6, "tie_word_embeddings": True,
+                    "hidden_activation": "gelu_pytorch_tanh"},
+}
+ACTIVATIONS = ("silu", "swish", "gelu_pytorch_tanh")  # SwiGLU, or GeGLU with tanh-approximated GELU
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 # These have no sensible default: a checkpoint that lacks one is broken.
 # The float types a checkpoint may store (config.json's torch_dtype / dtype) -> MLX's.
@@ -92,7 +121,36 @@ class ModelConfig:
     bos_token_id: TokenId | None = None
     # mlx-community quantized checkpoints: {"group_size": 64, "bits": 4, ...}
     quantization: dict[str, Any] | None = None
-    qk_norm: bool = False  # set from ARCHITECTURES[model_type]
+    # partial rotary (Phi-4-mini): only head_dim * factor features rotate
+    partial_rotary_factor: Annotated[float, Field(gt=0, le=1)] = 1.0
+    original_max_position_embeddings: Annotated[int, Field(ge=1, le=MAX_POSITIONS)] | None = None
+    # sliding windows: a query sees itself and the sliding_window - 1 keys before it
+    sliding_window: Annotated[int, Field(ge=1, le=MAX_POSITIONS)] | None = None
+    use_sliding_window: bool = True  # Qwen's switch (False in their configs)
+    max_window_layers: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 0  # Qwen: layers from here on slide
+    sliding_window_pattern: Annotated[int, Field(ge=1, le=MAX_LAYERS)] = 6  # Gemma 3: every 6th is global
+    layer_types: list[str] | None = None  # per layer: "full_attention" | "sliding_attention"
+    # Gemma 3
+    hidden_activation: str | None = None  # Gemma's name for hidden_act
+    query_pre_attn_scalar: Positive | None = None  # attention scale = this^-0.5 (None: head_dim)
+    rope_local_base_freq: Positive | None = None  # RoPE base of the sliding layers (None: rope_theta)
+    final_logit_softcapping: Positive | None = None  # logits = c * tanh(logits / c)
+    attn_logit_softcapping: float | None = None  # not supported (Gemma 2)
+    # Mixture of experts (Qwen3-MoE)
+    num_experts: Annotated[int, Field(ge=0, le=MAX_HEADS)] = 0
+    num_experts_per_tok: Annotated[int, Field(ge=0, le=MAX_HEADS)] = 0
+    moe_intermediate_size: Annotated[int, Field(ge=0, le=MAX_WIDTH)] = 0
+    norm_topk_prob: bool = False  # renormalise the top-k router weights to sum to 1
+    decoder_sparse_step: Annotated[int, Field(ge=1, le=MAX_LAYERS)] = 1  # every step-th layer is MoE ...
+    mlp_only_layers: list[Annotated[int, Field(ge=0, le=MAX_LAYERS)]] = field(default_factory=list)  # ... but these
+    # set from ARCHITECTURES[model_type]
+    qk_norm: bool = False
+    qkv_bias: bool = False
+    norm_plus_one: bool = False
+    embed_scale: bool = False
+    sandwich_norms: bool = False
+    sliding_layers: str = "none"
+    moe: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +166,43 @@ class ModelConfig:
         self.validate()
         for name, value in ARCHITECTURES[self.model_type].items():
             setattr(self, name, value)
+        if self.layer_types is None:
+            self.layer_types = self._default_layer_types()
+        if len(self.layer_types) != self.num_hidden_layers or not set(self.layer_types) <= set(LAYER_TYPES):
+            raise FsxError(f"layer_types must list {self.num_hidden_layers} entries of "
+                           "'full_attention' or 'sliding_attention'")
+        if "sliding_attention" in self.layer_types and not self.sliding_window:
+            raise FsxError("layer_types has sliding_attention layers but sliding_window is not set")
+
+    def _default_layer_types(self) -> list[str]:
+        """Which layers slide, by the family's rule (transformers' config classes)."""
+        n, rule = self.num_hidden_layers, self.sliding_layers
+        if rule == "all" and self.sliding_window:
+            sliding = [True] * n
+        elif rule == "qwen" and self.sliding_window and self.use_sliding_window:
+            sliding = [i >= self.max_window_layers for i in range(n)]
+        elif rule == "pattern":
+            sliding = [(i + 1) % self.sliding_window_pattern != 0 for i in range(n)]
+        else:
+            sliding = [False] * n
+        return ["sliding_attention" if s else "full_attention" for s in sliding]
+
+    @property
+    def activation(self) -> str:
+        """The gated MLP's activation: silu (SwiGLU) or gelu_pytorch_tanh (GeGLU)."""
+        return self.hidden_activation or self.hidden_act
+
+    @property
+    def rope_dims(self) -> int:
+        """Features per head that RoPE rotates (all of them unless partial_rotary_factor < 1)."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    def is_sliding(self, layer: int) -> bool:
+        return self.layer_types[layer] == "sliding_attention"
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return (self.moe and self.num_experts > 0 and layer not in self.mlp_only_layers
+                and (layer + 1) % self.decoder_sparse_step == 0)
 
     def validate(self) -> None:
         """The rules between fields (pydantic has checked each field alone)."""
@@ -124,8 +219,21 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise FsxError(f"head_dim must be even (RoPE rotates pairs of features), got {self.head_dim}")
-        if self.hidden_act not in ("silu", "swish"):
-            raise FsxError(f"unsupported hidden_act {self.hidden_act!r}; only silu (SwiGLU)")
+        act = self.hidden_activation or self.hidden_act
+        if act not in ACTIVATIONS:
+            raise FsxError(f"unsupported hidden_act {act!r}; supported: {', '.join(ACTIVATIONS)}")
+        if int(self.head_dim * self.partial_rotary_factor) % 2:
+            raise FsxError(f"partial_rotary_factor {self.partial_rotary_factor} of head_dim {self.head_dim} "
+                           "rotates an odd number of features")
+        if self.attn_logit_softcapping is not None:
+            raise FsxError("attn_logit_softcapping is not supported (Gemma 2); Gemma 3 has none")
+        if self.extra.get("use_bidirectional_attention"):
+            raise FsxError("use_bidirectional_attention is not supported (an encoder, not a language model)")
+        if ARCHITECTURES[self.model_type].get("moe") and (
+                self.num_experts <= 0 or not 0 < self.num_experts_per_tok <= self.num_experts
+                or self.moe_intermediate_size <= 0):
+            raise FsxError(f"{self.model_type}: num_experts, num_experts_per_tok (1..num_experts) "
+                           "and moe_intermediate_size must be positive")
         if problem := check_scaling(self.rope_scaling):
             raise FsxError(problem)
 
@@ -149,12 +257,35 @@ class ModelConfig:
         rope_params = d.get("rope_parameters") or {}
         if not isinstance(rope_params, dict):
             raise FsxError(f"{source}: rope_parameters must be an object, got {_show(rope_params)}")
+        if isinstance(rope_params.get("full_attention"), dict) or isinstance(rope_params.get("sliding_attention"), dict):
+            # transformers 5's Gemma 3: one RoPE block per layer type
+            local = rope_params.get("sliding_attention") or {}
+            if isinstance(local, dict) and "rope_theta" in local:
+                d["rope_local_base_freq"] = local["rope_theta"]
+            rope_params = rope_params.get("full_attention") or {}
+            if not isinstance(rope_params, dict):
+                raise FsxError(f"{source}: rope_parameters.full_attention must be an object")
+        if "partial_rotary_factor" in rope_params and "partial_rotary_factor" not in d:
+            d["partial_rotary_factor"] = rope_params["partial_rotary_factor"]
         if "rope_theta" not in d and "rope_theta" in rope_params:
             d["rope_theta"] = rope_params["rope_theta"]
         if d.get("rope_scaling") is None and rope_params.get("rope_type") not in (None, "default"):
             d["rope_scaling"] = rope_params
         if d.get("torch_dtype") is None and d.get("dtype") is not None:
             d["torch_dtype"] = d["dtype"]
+        if d.get("num_experts") is None and d.get("num_local_experts") is not None:
+            d["num_experts"] = d["num_local_experts"]  # transformers 5's name when it saves Qwen3-MoE
+        scaling = d.get("rope_scaling")
+        if isinstance(scaling, dict):
+            scaling = dict(scaling)
+            if model_type == "phi3" and scaling.get("type", scaling.get("rope_type")) in ("su", "yarn"):
+                scaling["rope_type"] = "longrope"  # Phi-3's old names for it, as transformers reads them
+            if "original_max_position_embeddings" not in scaling and d.get("original_max_position_embeddings"):
+                scaling["original_max_position_embeddings"] = d["original_max_position_embeddings"]
+            d["rope_scaling"] = scaling
+        # A missing field (not an explicit null) gets the family's default.
+        for k, v in FAMILY_DEFAULTS.get(model_type, {}).items():
+            d.setdefault(k, v)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", *FIXED_BY_ARCHITECTURE}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}

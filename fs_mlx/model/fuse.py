@@ -77,21 +77,26 @@ def join(layers: list[nn.Module]) -> nn.Module:
 
 
 class GateUpSwiGLU(nn.Module):
-    """gate_proj and up_proj joined; returns silu(x @ gate.T) * (x @ up.T)."""
+    """gate_proj and up_proj joined; returns silu(x @ gate.T) * (x @ up.T).
 
-    def __init__(self, gate: nn.Module, up: nn.Module):
+    activation "gelu_pytorch_tanh" (Gemma): gelu_tanh instead of silu (`ops.geglu`).
+    """
+
+    def __init__(self, gate: nn.Module, up: nn.Module, activation: str = "silu"):
         super().__init__()
         self.ops = gate.ops
         self.proj = join([gate, up])  # [2 * inter, hidden]
+        self.geglu = activation == "gelu_pytorch_tanh"
 
     def __call__(self, x: mx.array) -> mx.array:
         p = self.proj
-        if isinstance(p, QuantizedLinear) and "bias" not in p and x.size == x.shape[-1]:
+        if (not self.geglu and isinstance(p, QuantizedLinear) and "bias" not in p
+                and x.size == x.shape[-1]):
             # Decoding one token: matmul and SwiGLU as one op.
             return self.ops.quantized_swiglu(x, p.weight, p.scales, p.biases,
                                              group_size=p.group_size, bits=p.bits)
         gate, up = mx.split(p(x), 2, axis=-1)  # [..., inter] each
-        return self.ops.swiglu(gate, up)
+        return self.ops.geglu(gate, up) if self.geglu else self.ops.swiglu(gate, up)
 
 
 def fuse(model: Transformer) -> Transformer:
@@ -100,8 +105,9 @@ def fuse(model: Transformer) -> Transformer:
         a, m = layer.self_attn, layer.mlp
         a.qkv_proj = join([a.q_proj, a.k_proj, a.v_proj])
         del a.q_proj, a.k_proj, a.v_proj
-        m.gate_up_proj = GateUpSwiGLU(m.gate_proj, m.up_proj)
-        del m.gate_proj, m.up_proj
+        if "gate_proj" in m:  # a dense MLP (an MoE layer's experts are stacked already: moe.py)
+            m.gate_up_proj = GateUpSwiGLU(m.gate_proj, m.up_proj, m.activation)
+            del m.gate_proj, m.up_proj
     mx.eval(model.parameters())
     return model
 

@@ -33,6 +33,7 @@ import mlx.nn as nn
 from mlx.utils import tree_map_with_path
 
 from ..errors import FsxError
+from .moe import QuantizedSwitchLinear, SwitchLinear
 from .transformer import Embedding, Linear
 
 SUPPORTED_BITS = (4, 8)
@@ -113,8 +114,8 @@ def _check_mode(quantization: dict[str, Any], where: str) -> None:
 def _infer_spec(path: str, in_dims: int, tensors: dict[str, mx.array]) -> tuple[int, int]:
     """(bits, group_size) from the stored shapes, as mlx-lm does for unnamed layers."""
     w, scales = tensors[f"{path}.weight"], tensors[f"{path}.scales"]
-    if scales.ndim != 2 or w.ndim != 2 or scales.shape[-1] == 0:
-        raise FsxError(f"tensor {path}.scales/.weight: expected 2-d quantized tensors")
+    if scales.ndim != w.ndim or w.ndim not in (2, 3) or scales.shape[-1] == 0:
+        raise FsxError(f"tensor {path}.scales/.weight: expected 2-d (or stacked 3-d) quantized tensors")
     group_size = in_dims // scales.shape[-1]
     bits = w.shape[-1] * 32 // in_dims
     if group_size * scales.shape[-1] != in_dims or bits * in_dims != w.shape[-1] * 32:
@@ -135,6 +136,9 @@ def to_quantized(module: nn.Module, bits: int, group_size: int) -> nn.Module:
     if isinstance(module, Embedding):
         vocab, dims = module.weight.shape
         return QuantizedEmbedding(vocab, dims, group_size, bits, module.ops)
+    if isinstance(module, SwitchLinear):  # stacked experts (moe.py)
+        experts, out_dims, in_dims = module.weight.shape
+        return QuantizedSwitchLinear(in_dims, out_dims, experts, group_size, bits, module.ops)
     raise TypeError(f"cannot quantize {type(module).__name__}")
 
 
@@ -171,12 +175,12 @@ def quantize_structure(
             spec = {**quantization, **override}
             bits, group = check_spec(spec.get("bits"), spec.get("group_size"), path)
         elif f"{path}.scales" in tensors:
-            bits, group = _infer_spec(path, m.weight.shape[1], tensors)
+            bits, group = _infer_spec(path, m.weight.shape[-1], tensors)
         else:
             return m
         return to_quantized(m, bits, group)
 
-    _swap(model, (Linear, Embedding), choose)
+    _swap(model, (Linear, Embedding, SwitchLinear), choose)
 
 
 def quantization_of(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -184,7 +188,7 @@ def quantization_of(model: nn.Module) -> dict[str, tuple[int, int]]:
     return {
         path: (m.bits, m.group_size)
         for path, m in model.named_modules()
-        if isinstance(m, (QuantizedLinear, QuantizedEmbedding))
+        if isinstance(m, (QuantizedLinear, QuantizedEmbedding, QuantizedSwitchLinear))
     }
 
 
@@ -198,6 +202,10 @@ def dequantize_model(model: nn.Module) -> None:
 
     def choose(path: str, m: nn.Module) -> nn.Module:
         w = mx.dequantize(m.weight, m.scales, m.biases, group_size=m.group_size, bits=m.bits)
+        if isinstance(m, QuantizedSwitchLinear):
+            dense = SwitchLinear(w.shape[2], w.shape[1], w.shape[0], m.ops)
+            dense.weight = w
+            return dense
         if isinstance(m, QuantizedEmbedding):
             dense = Embedding(*w.shape, m.ops)
         else:
@@ -207,4 +215,4 @@ def dequantize_model(model: nn.Module) -> None:
         dense.weight = w
         return dense
 
-    _swap(model, (QuantizedLinear, QuantizedEmbedding), choose)
+    _swap(model, (QuantizedLinear, QuantizedEmbedding, QuantizedSwitchLinear), choose)

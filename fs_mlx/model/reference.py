@@ -14,6 +14,8 @@ the input's dtype at the end.
 
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
 
 from .rope import Rope, positions
@@ -47,7 +49,7 @@ def rope(x: mx.array, rope: Rope, offset: int | mx.array) -> mx.array:
     theta = positions(offset, L)[..., None] * rope.scale * rope.inv_freq  # [L, half] or [B, L, half]
     if theta.ndim == 3:
         theta = theta[:, None]  # [B, 1, L, half]: per-row offsets
-    cos, sin = mx.cos(theta), mx.sin(theta)
+    cos, sin = mx.cos(theta) * rope.mscale, mx.sin(theta) * rope.mscale  # mscale: yarn/longrope
     x32 = _f32(x)
     rot, rest = x32[..., : rope.dims], x32[..., rope.dims:]
     if rope.traditional:  # pairs (2j, 2j+1)
@@ -107,6 +109,13 @@ def swiglu(gate: mx.array, up: mx.array) -> mx.array:
     return (g / (1 + mx.exp(-g)) * _f32(up)).astype(mx.result_type(gate, up))
 
 
+def geglu(gate: mx.array, up: mx.array) -> mx.array:
+    """gelu_tanh(gate) * up, gelu_tanh(g) = g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (Gemma)."""
+    g = _f32(gate)
+    inner = math.sqrt(2 / math.pi) * (g + 0.044715 * g * g * g)
+    return (0.5 * g * (1 + mx.tanh(inner)) * _f32(up)).astype(mx.result_type(gate, up))
+
+
 # --- projections -----------------------------------------------------------------------
 
 def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
@@ -140,3 +149,20 @@ def quantized_swiglu(x, w, scales, biases, *, group_size: int = 64, bits: int = 
     """w = [gate; up] quantized as one matrix: silu(x @ gate.T) * (x @ up.T)."""
     gate, up = mx.split(quantized_matmul(x, w, scales, biases, group_size=group_size, bits=bits), 2, axis=-1)
     return swiglu(gate, up)
+
+
+# --- mixture of experts ----------------------------------------------------------------
+
+def gather_linear(x: mx.array, w: mx.array, indices: mx.array) -> mx.array:
+    """Each token through its chosen experts: x [N, k|1, 1, in], w [E, out, in], indices [N, k]
+    -> [N, k, 1, out] with out[n, j] = x[n, j or 0] @ w[indices[n, j]].T"""
+    chosen = _f32(w[indices])  # [N, k, out, in]: the experts' matrices, gathered
+    return (_f32(x) @ chosen.swapaxes(-1, -2)).astype(mx.result_type(x, w))
+
+
+def gather_quantized_matmul(x, w, scales, biases, indices, *, group_size: int = 64, bits: int = 4):
+    """gather_linear with quantized experts: w uint32 [E, out, in * bits / 32], scales/biases [E, out, groups]."""
+    E, out = w.shape[0], w.shape[1]
+    W = dequantize(w.reshape(E * out, -1), scales.reshape(E * out, -1), biases.reshape(E * out, -1),
+                   group_size, bits).reshape(E, out, -1)  # [E, out, in]
+    return gather_linear(_f32(x), _f32(W), indices).astype(mx.result_type(x, scales))
