@@ -85,7 +85,7 @@ def test_real_process_exit_status_and_stderr(tiny_dir, tmp_path):
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
         f"Error: {bad}/config.json: unsupported architecture model_type='gpt_neox'; "
-        "fs-mlx supports: llama, qwen3"
+        "fs-mlx supports: gemma3_text, llama, mistral, phi3, qwen2, qwen3, qwen3_moe"
     ]
 
 

@@ -96,6 +96,21 @@ def _cases(dtype) -> list[tuple[str, str, Callable]]:
         g, u = _normal((n,), 13, dtype, std=3.0), _normal((n,), 14, dtype)
         return lambda b: b.swiglu(g, u)
 
+    def geg(n):
+        g, u = _normal((n,), 13, dtype, std=3.0), _normal((n,), 14, dtype)
+        return lambda b: b.geglu(g, u)
+
+    def experts(N, k, E, out, inp, bits=None):  # mixture of experts: each row through its k experts
+        x = _normal((N, 1, 1, inp), 17, dtype)
+        idx = mx.random.randint(0, E, (N, k), key=mx.random.key(18)).astype(mx.int32)
+        W = _normal((E, out, inp), 19, std=0.05)
+        if bits is None:
+            W = W.astype(dtype)
+            return lambda b: b.gather_linear(x, W, idx)
+        w, s, bi = mx.quantize(W, group_size=32, bits=bits)
+        s, bi = s.astype(dtype), bi.astype(dtype)
+        return lambda b: b.gather_quantized_matmul(x, w, s, bi, idx, group_size=32, bits=bits)
+
     def qmat(M, N, K, bits, swiglu=False):
         w, s, bi = mx.quantize(_normal((N, K), 15, std=0.05), group_size=32, bits=bits)
         s, bi = s.astype(dtype), bi.astype(dtype)
@@ -119,6 +134,11 @@ def _cases(dtype) -> list[tuple[str, str, Callable]]:
         ("attention", "prefill of 20 after 30 cached, causal, 8B heads", attn(1, 32, 8, 20, 50, 128, "causal")),
         ("swiglu", "3 elements (constant memory)", swi(3)),
         ("swiglu", "3072 (Qwen3-0.6B MLP)", swi(3072)),
+        ("geglu", "3 elements (constant memory)", geg(3)),
+        ("geglu", "6912 (Gemma 3 1B MLP)", geg(6912)),
+        ("gather_linear", "3 tokens x top-2 of 8 experts, 64 x 128", experts(3, 2, 8, 64, 128)),
+        ("gather_quantized_matmul", "4-bit, 1 token x top-8 of 32 experts, 128 x 256",
+         experts(1, 8, 32, 128, 256, bits=4)),
         ("quantized_matmul", "4-bit 1 x 32 weight: 4 words (constant memory)", qmat(1, 1, 32, 4)),
         ("quantized_matmul", "4-bit decode, 1024 x 1024", qmat(1, 1024, 1024, 4)),
         ("quantized_matmul", "8-bit prefill of 40, 256 x 512", qmat(40, 256, 512, 8)),

@@ -25,6 +25,7 @@ from typing import Callable
 import mlx.core as mx
 
 from ..errors import FsxError
+from ..model.backends import MLXBackend
 from ..model.rope import scale_rotated
 from . import attention, norm, quantized, rope, swiglu
 
@@ -106,13 +107,14 @@ class MetalBackend:
         return quantized.quantized_matmul(self, x, w, scales, biases, transpose=transpose,
                                           group_size=group_size, bits=bits)
 
-    # Mixture of experts: no kernel of ours yet; MLX's gather_mm / gather_qmm serve them.
+    # Mixture of experts: no kernel of ours yet; MLX's gather_mm / gather_qmm serve them
+    # (the MLX backend's methods, docs/kernels.md).
     def gather_linear(self, x, w, indices):
-        return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices)
+        return MLXBackend.gather_linear(self, x, w, indices)
 
     def gather_quantized_matmul(self, x, w, scales, biases, indices, *, group_size=64, bits=4):
-        return mx.gather_qmm(x, w, scales, biases, rhs_indices=indices, transpose=True,
-                             group_size=group_size, bits=bits)
+        return MLXBackend.gather_quantized_matmul(self, x, w, scales, biases, indices,
+                                                  group_size=group_size, bits=bits)
 
     def quantized_swiglu(self, x, w, scales, biases, *, group_size=64, bits=4):
         return quantized.quantized_swiglu(self, x, w, scales, biases, group_size=group_size, bits=bits)

@@ -135,11 +135,20 @@ class MLXBackend:
 
 
     def gather_linear(self, x, w, indices):
+        if mx.default_device() == mx.cpu and x.dtype != mx.float32:
+            # MLX's CPU gather_mm takes float32 only
+            y = mx.gather_mm(x.astype(mx.float32), w.swapaxes(-1, -2).astype(mx.float32), rhs_indices=indices)
+            return y.astype(mx.result_type(x, w))
         return mx.gather_mm(x, w.swapaxes(-1, -2), rhs_indices=indices)
 
     def gather_quantized_matmul(self, x, w, scales, biases, indices, *, group_size=64, bits=4):
-        return mx.gather_qmm(x, w, scales, biases, rhs_indices=indices, transpose=True,
-                             group_size=group_size, bits=bits)
+        dtype = mx.result_type(x, scales)
+        if mx.default_device() == mx.cpu and dtype != mx.float32:
+            # On the CPU half-precision inputs accumulate in half (as quantized_matmul's note says)
+            x, scales, biases = x.astype(mx.float32), scales.astype(mx.float32), biases.astype(mx.float32)
+        y = mx.gather_qmm(x, w, scales, biases, rhs_indices=indices, transpose=True,
+                          group_size=group_size, bits=bits)
+        return y.astype(dtype)
 
 
 class ReferenceBackend:

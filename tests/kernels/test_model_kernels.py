@@ -31,7 +31,7 @@ from fs_mlx.model.backends import CountingBackend
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
-@pytest.fixture(scope="module", params=["qwen3-tiny", "llama-tiny", "llama-mha"])
+@pytest.fixture(scope="module", params=["qwen3-tiny", "llama-tiny", "llama-mha", "gemma3-tiny", "phi3-tiny"])
 def golden(request, backend):
     name = request.param
     meta = json.loads((GOLDEN / "vectors" / f"{name}.json").read_text())
