@@ -136,11 +136,12 @@ def test_batching_invariance_over_http(lm, server, client):
     assert server[1].peak_rows >= 2, "the requests were never decoded together"
 
 
-@pytest.mark.parametrize("checkpoint", ["qwen3-tiny", "llama-tiny"])
+@pytest.mark.parametrize("checkpoint", ["qwen3-tiny", "llama-tiny", "mistral-tiny", "gemma3-tiny"])
 def test_batching_invariance_token_for_token(checkpoint):
     """The scheduler alone (no HTTP): prompts of different lengths joining a running
     batch at different steps; every sequence's greedy tokens equal its tokens alone
-    (CPU, float32: exactly)."""
+    (CPU, float32: exactly). mistral-tiny and gemma3-tiny: sliding windows of 8, per-row
+    window masks in the batch."""
     lm = load(GOLDEN / checkpoint, kernels="mlx")
     prompts = [lm.tokenizer.encode(q) for q in QUESTIONS] + [list(range(3, 40))]
     expected = [alone(lm, p, 30, ignore_eos=True)[1] for p in prompts]

@@ -35,7 +35,7 @@ from typing import Callable
 import mlx.core as mx
 
 from ..errors import FsxError
-from .cache import BatchKVCache, KVCache, make_cache
+from .cache import BatchKVCache, KVCache
 from .detokenizer import StreamingDetokenizer
 from .generate import PREFILL_CHUNK, split_stop
 from .prefix_cache import PrefixCache
@@ -252,7 +252,9 @@ class Scheduler:
                 if not self.waiting:
                     return
                 seq = self.waiting.popleft()
-            seq.cache = make_cache(self.model)
+            # Full caches, also for sliding-window layers: a batch row keeps every position
+            # (the attention masks the ones outside the window), so the rows can be copied.
+            seq.cache = [KVCache() for _ in self.model.layers]
             if self.prefix_cache is not None:
                 n, kv = self.prefix_cache.lookup(seq.prompt)
                 if n:

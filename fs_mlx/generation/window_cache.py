@@ -28,6 +28,10 @@ class WindowKVCache:
         self.values: mx.array | None = None
         self.offset = 0  # tokens seen (not stored); also the RoPE position of the next token
 
+    def make_mask(self, L: int) -> str | None:
+        """As KVCache's: causal within the L new tokens; the attention adds the window."""
+        return "causal" if L > 1 else None
+
     def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
         """Append k, v [B, Hkv, L, D]; return the kept and the new ones [B, Hkv, S, D]."""
         if self.keys is None:

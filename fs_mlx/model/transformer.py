@@ -130,7 +130,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)  # [B, Hkv, S, D]: S = offset + L, or the window's last keys
         if self.window is not None and (L > 1 or k.shape[2] > self.window):
-            mask = window_mask(mask, L, k.shape[2], self.window)  # the last L of the S keys are the queries
+            mask = window_mask(mask, L, k.shape[2], self.window, offset)
 
         o = self.ops.attention(q, k, v, scale=self.scale, mask=mask)  # [B, Hq, L, D]
         return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))  # [B, L, hidden]

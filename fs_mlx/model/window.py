@@ -14,6 +14,10 @@ window cache, generation/window_cache.py), the queries are always the *last*
 L of the S keys, so one formula covers both:
 
     key s is visible to query l  iff  S - L + l - W < s <= S - L + l
+
+A batched cache (generation/cache.py: BatchKVCache) is the exception: row b
+keeps its keys at their absolute positions 0 .. and its queries start at
+its own offset[b], so there key s is visible iff offset[b] + l - W < s.
 """
 
 from __future__ import annotations
@@ -21,15 +25,21 @@ from __future__ import annotations
 import mlx.core as mx
 
 
-def window_mask(mask, L: int, S: int, window: int) -> mx.array:
-    """bool [L, S]: causal and within the window; combined with an incoming mask.
+def window_mask(mask, L: int, S: int, window: int, offset=0) -> mx.array:
+    """bool [L, S] (or [B, 1, L, S]): causal and within the window; combined with an incoming mask.
 
     mask: what the model would otherwise use ("causal", None, or an array
     broadcastable to [B, H, L, S]: bool = visible, float = added to the scores).
+    offset: an int32 array [B] for a batched cache (each row's first query position,
+    keys at absolute positions); otherwise unused.
     """
-    q = S - L + mx.arange(L)[:, None]  # [L, 1]: each query's index among the keys
-    s = mx.arange(S)[None, :]  # [1, S]
-    visible = (s <= q) & (s > q - window)  # [L, S]
+    if isinstance(offset, mx.array) and offset.ndim == 1:
+        q = (offset[:, None] + mx.arange(L)[None, :])[:, None, :, None]  # [B, 1, L, 1]
+        s = mx.arange(S)[None, None, None, :]  # [1, 1, 1, S]
+    else:
+        q = S - L + mx.arange(L)[:, None]  # [L, 1]: each query's index among the keys
+        s = mx.arange(S)[None, :]  # [1, S]
+    visible = (s <= q) & (s > q - window)  # [L, S] or [B, 1, L, S]
     if mask is None or isinstance(mask, str):  # "causal" is implied by the window mask
         return visible
     if mask.dtype == mx.bool_:
