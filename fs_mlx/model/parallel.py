@@ -74,8 +74,13 @@ class Split:
         if self.mode == "tensor":
             return tensor_config(config, self.size), tensor_shard(tensors, self.rank, self.size, index)
         first, stop = pipeline_layers(config.num_hidden_layers, self.rank, self.size)
-        return (dataclasses.replace(config, num_hidden_layers=stop - first),
-                pipeline_shard(tensors, first, stop))
+        if config.moe and config.decoder_sparse_step != 1:
+            raise FsxError("--parallel pipeline: decoder_sparse_step other than 1 is not supported")
+        # Per-layer fields follow the layers: this rank's layer i is the model's first + i.
+        local = dataclasses.replace(
+            config, num_hidden_layers=stop - first, layer_types=config.layer_types[first:stop],
+            mlp_only_layers=[i - first for i in config.mlp_only_layers if first <= i < stop])
+        return local, pipeline_shard(tensors, first, stop)
 
 
 # --- tensor parallelism ------------------------------------------------------------
