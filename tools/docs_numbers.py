@@ -1,0 +1,156 @@
+"""Figures the book quotes, computed from the engine and the repository: one subcommand each.
+
+Each prints the figure the way the text writes it, one per line, so that the marker next to the
+text (`<!-- check: python tools/docs_numbers.py NAME -->`) can compare them (tools/docs_checks.py).
+
+    python tools/docs_numbers.py --list
+    python tools/docs_numbers.py golden-bytes
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FACTS = {}
+
+
+def fact(fn):
+    FACTS[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+def _inspect(model: str) -> dict:
+    """`fsx inspect MODEL --json`, the way a reader would run it."""
+    from click.testing import CliRunner
+
+    try:
+        from fs_mlx.apps.cli import main
+    except ImportError:
+        from fs_mlx.cli import main
+    result = CliRunner().invoke(main, ["inspect", model, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@fact
+def golden_bytes():
+    """Size of the golden qwen3-tiny checkpoint's weights file."""
+    print(f"{(ROOT / 'golden/checkpoints/qwen3-tiny/model.safetensors').stat().st_size:,}")
+
+
+@fact
+def default_model_shapes():
+    """The notation table's column for the default model, as table cells."""
+    c = _inspect("smollm2")["config"]
+    hq, hkv = c["num_attention_heads"], c["num_key_value_heads"]
+    d = c.get("head_dim") or c["hidden_size"] // hq
+    for cell in (1, c["hidden_size"], f"{hq}, {hkv}", d, hq // hkv, c["num_hidden_layers"], c["vocab_size"]):
+        print(f"| {cell} |")
+
+
+@fact
+def default_model_hidden():
+    """The default model's hidden size (the residual stream's width)."""
+    print(_inspect("smollm2")["config"]["hidden_size"])
+
+
+JOURNEY_PROMPT = "The capital of France is"
+_journey: dict = {}
+
+
+def _journey_run() -> dict:
+    """One prefill of the journey's prompt on the default model, with a KV cache (once per process)."""
+    if _journey:
+        return _journey
+    import mlx.core as mx
+
+    try:
+        from fs_mlx import load
+        from fs_mlx.generation.cache import make_cache
+    except ImportError:
+        from fs_mlx.loading import load
+        from fs_mlx.cache import make_cache
+    lm = load("smollm2")
+    ids = lm.tokenizer.encode(JOURNEY_PROMPT)
+    tokens = mx.array([ids])                               # [1, L]
+    cache = make_cache(lm.model)
+    logits = lm.model(tokens, cache=cache)                 # [1, L, vocab]
+    probs = mx.softmax(logits[0, -1].astype(mx.float32))
+    nxt = int(mx.argmax(probs).item())
+    k = cache[0].keys[..., : cache[0].offset, :]           # [1, Hkv, L, D]
+    _journey.update(lm=lm, ids=ids, tokens=tokens.shape, logits=logits.shape,
+                    kv=k.shape, next=nxt, p=float(probs[nxt].item()),
+                    text=lm.tokenizer.decode([nxt]), layers=len(cache))
+    return _journey
+
+
+def _shape(s) -> str:
+    return "[" + ", ".join(str(int(n)) for n in s) + "]"
+
+
+@fact
+def journey_ids():
+    """The map's journey: the prompt's ids and their shape."""
+    j = _journey_run()
+    print(", ".join(map(str, j["ids"])))
+    print(_shape(j["tokens"]))
+
+
+@fact
+def journey_embedding():
+    """The map's journey: the embedding table and the embedded prompt."""
+    j = _journey_run()
+    c = j["lm"].config
+    print(_shape((c.vocab_size, c.hidden_size)))
+    print(_shape((*j["tokens"], c.hidden_size)))
+
+
+@fact
+def journey_blocks():
+    """The map's journey: the number of blocks and the residual stream's shape."""
+    j = _journey_run()
+    print(f"{j['layers']} blocks")
+    print(_shape((*j["tokens"], j["lm"].config.hidden_size)))
+
+
+@fact
+def journey_kv():
+    """The map's journey: the keys one block stores for the prompt."""
+    print(_shape(_journey_run()["kv"]))
+
+
+@fact
+def journey_logits():
+    """The map's journey: the logits' shape."""
+    print(_shape(_journey_run()["logits"]))
+
+
+@fact
+def journey_next():
+    """The map's journey: the greedy next token, its text and probability (2 digits)."""
+    j = _journey_run()
+    print(j["next"])
+    print(json.dumps(j["text"]))
+    print(f"{j['p']:.2f}")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("--list", "-h", "--help"):
+        for name, fn in FACTS.items():
+            print(f"{name:28} {fn.__doc__.strip().splitlines()[0]}")
+        return 0
+    if argv[0] not in FACTS:
+        print(f"docs_numbers.py: no figure named {argv[0]!r}; --list shows them", file=sys.stderr)
+        return 2
+    FACTS[argv[0]](*argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
