@@ -60,6 +60,56 @@ def default_model_hidden():
     print(_inspect("smollm2")["config"]["hidden_size"])
 
 
+def count_ops_per_layer(quantize=None, fused=True) -> dict[str, float]:
+    """Backend calls for one decoded token, per layer: a CountingBackend on the golden qwen3-tiny."""
+    import mlx.core as mx
+
+    import fs_mlx.model.fuse as fuse
+    from fs_mlx import load
+    from fs_mlx.model.backends import CountingBackend, MLXBackend
+
+    real_can_stack = fuse.can_stack
+    if not fused:
+        # "Nothing fused": q, k, v (and gate, up) run one by one. That is the engine's own path for
+        # checkpoints whose parts cannot share one matrix (fuse.Concat), taken here for every layer.
+        fuse.can_stack = lambda layers: False
+    try:
+        lm = load(ROOT / "golden/checkpoints/qwen3-tiny", kernels=CountingBackend(MLXBackend()), quantize=quantize)
+    finally:
+        fuse.can_stack = real_can_stack
+    calls = lm.model.ops.calls
+    calls.clear()
+    mx.eval(lm.model(mx.array([[5]])))
+    counts = dict(calls)
+    counts["rms_norm"] -= 1                        # the final norm
+    head = next(k for k in ("quantized_matmul", "linear") if counts.get(k))
+    counts[head] -= 1                              # the tied head
+    n = len(lm.model.layers)
+    return {k: v / n for k, v in counts.items() if v}
+
+
+def _fmt(n: float) -> str:
+    return f"{n:g}"
+
+
+@fact
+def launches_per_layer():
+    """Backend calls per decoded layer: nothing fused, fused dense, fused 4-bit (bold, as quoted)."""
+    for quantize, fused in ((None, False), (None, True), ((4, 32), True)):
+        print(f"**{_fmt(sum(count_ops_per_layer(quantize, fused).values()))}**")
+
+
+@fact
+def launches_today():
+    """kernels.md's two rows for today's block: the ops per decoded layer, dense and 4-bit."""
+    d = count_ops_per_layer(None)
+    print(f"{_fmt(d['rms_norm'])} rms_norm, {_fmt(d['add_rms_norm'])} add_rms_norm, {_fmt(d['qk_norm_rope'])}, "
+          f"{_fmt(d['attention'])}, {_fmt(d['linear'])} matmuls, {_fmt(d['swiglu'])} swiglu = **{_fmt(sum(d.values()))}**")
+    q = count_ops_per_layer((4, 32))
+    print(f"{_fmt(q['rms_norm'])}, {_fmt(q['add_rms_norm'])}, {_fmt(q['qk_norm_rope'])}, {_fmt(q['attention'])}, "
+          f"{_fmt(q['quantized_matmul'])} matmuls, {_fmt(q['quantized_swiglu'])} quantized_swiglu = **{_fmt(sum(q.values()))}**")
+
+
 JOURNEY_PROMPT = "The capital of France is"
 _journey: dict = {}
 
