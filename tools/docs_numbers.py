@@ -110,6 +110,48 @@ def launches_today():
           f"{_fmt(q['quantized_matmul'])} matmuls, {_fmt(q['quantized_swiglu'])} quantized_swiglu = **{_fmt(sum(q.values()))}**")
 
 
+def golden_errors() -> dict[str, dict[str, float]]:
+    """Worst |fsx − transformers| per stage on the three golden checkpoints (all their prompts)."""
+    import numpy as np
+
+    from fs_mlx import load
+    from fs_mlx.generation.forward import logits_for
+
+    out = {}
+    for name in ("qwen3-tiny", "llama-tiny", "llama-mha"):
+        lm = load(ROOT / "golden" / "checkpoints" / name)
+        meta = json.loads((ROOT / "golden" / "vectors" / f"{name}.json").read_text())
+        ref = np.load(ROOT / "golden" / "vectors" / f"{name}.npz")
+        worst = {"block0": 0.0, "final_norm": 0.0, "logits": 0.0, "argmax": True}
+        for i in range(len(meta["prompts"])):
+            trace: dict = {}
+            logits = np.asarray(logits_for(lm, ref[f"p{i}_ids"].tolist(), trace))
+            for stage in ("block0", "final_norm"):
+                worst[stage] = max(worst[stage], float(np.abs(np.asarray(trace[stage]) - ref[f"p{i}_{stage}"]).max()))
+            worst["logits"] = max(worst["logits"], float(np.abs(logits - ref[f"p{i}_logits"]).max()))
+            worst["argmax"] &= bool((logits.argmax(-1) == ref[f"p{i}_logits"].argmax(-1)).all())
+        out[name] = worst
+    return out
+
+
+@fact
+def golden_bound():
+    """The forward-pass chapter's claim: every golden logit within the 1e-3 bar, the argmax equal."""
+    errors = golden_errors()
+    # The exact values move with the BLAS (summation order); the bound and the argmax do not.
+    print(", ".join(name for name in errors) + ": every logit within 1e-3"
+          if all(w["logits"] < 1e-3 for w in errors.values()) else
+          "; ".join(f"{n}: {w['logits']:.1e}" for n, w in errors.items()))
+    print("the same argmax at every position" if all(w["argmax"] for w in errors.values()) else "argmax differs")
+
+
+@fact
+def golden_errors_table():
+    """The forward-pass chapter's table, measured on this machine (not checked: it moves with the BLAS)."""
+    for name, w in golden_errors().items():
+        print(f"| {name} | {w['block0']:.1e} | {w['final_norm']:.1e} | {w['logits']:.1e} |")
+
+
 JOURNEY_PROMPT = "The capital of France is"
 _journey: dict = {}
 
