@@ -28,7 +28,8 @@ log = logging.getLogger("mkdocs.plugins.fs_mlx_docs")
 
 CODE_PREFIX = "code/"
 # Repository files a chapter may link to, and so become pages. Binary and huge files are not pages.
-TEXT_SUFFIXES = {".py", ".metal", ".h", ".cpp", ".c", ".toml", ".sh", ".md", ".json", ".yml", ".yaml", ".txt", ".cfg"}
+TEXT_SUFFIXES = {".py", ".metal", ".h", ".cpp", ".c", ".toml", ".sh", ".md", ".json", ".yml", ".yaml", ".txt", ".cfg",
+                 ".html", ".css", ".js", ".jinja"}
 MAX_SOURCE_BYTES = 400_000
 
 # [text](target "title") — the target may carry an anchor; images too (![alt](target)).
