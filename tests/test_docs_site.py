@@ -49,7 +49,7 @@ def test_site_builds_strict(site):
 def test_site_needs_no_network(site):
     """Offline: no web fonts, no CDN — nothing in a page is fetched from another host."""
     remote = re.compile(r'<(?:script|link|img|iframe|source)\b[^>]*?(?:src|href)="(?:https?:)?//[^"]+"', re.I)
-    for page in site.rglob("*.html"):
+    for page in (p for p in site.rglob("*.html") if p.is_file()):   # code/…/chat.html/ is a folder
         text = page.read_text(encoding="utf-8")
         hits = [m.group(0) for m in remote.finditer(text) if 'rel="canonical"' not in m.group(0)]
         assert not hits, f"{page.relative_to(site)} fetches {hits[0]}"
@@ -171,7 +171,7 @@ def test_every_internal_link_and_image_resolves(site):
         return parsed[path]
 
     broken = []
-    for page in sorted(site.rglob("*.html")):
+    for page in sorted(p for p in site.rglob("*.html") if p.is_file()):
         refs = parse(page)
         for tag, ref in refs.refs:
             hit = _target(site, page, ref)
