@@ -10,6 +10,7 @@ Budget: ~20 s on 2 cores (the tiny golden checkpoints decode in ~1 ms/token).
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -193,6 +194,17 @@ def test_disconnect_frees_the_sequence(server, client):
     assert r.usage.completion_tokens >= 1  # and everyone else is still served
 
 
+def test_disconnect_while_waiting_for_a_whole_reply(server):
+    """Non-streaming: the handler notices the closed connection while it waits."""
+    url, scheduler = server
+    body = {"model": MODEL_ID, "prompt": "Once", "max_tokens": 3000, "ignore_eos": True}
+    conn = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=30)
+    conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert wait_for(lambda: scheduler.rows)
+    conn.sock.close()
+    assert wait_for(lambda: not scheduler.rows and not scheduler.prefilling)
+
+
 def test_over_capacity_gets_429_with_retry_after(lm):
     with live_server(lm, max_batch=1, max_queue=1, default_max_tokens=8) as (url, scheduler):
         http_ = Http(url)
@@ -236,6 +248,13 @@ BAD = [
     (json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "n": 2}), 400, "n"),
     (json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 5,
                  "logprobs": True, "seed": 1.5}), 400, "seed"),
+    (json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "seed": -1}), 400, "seed"),
+    (json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "seed": 2**70}),
+     400, "seed"),
+    (json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}],
+                 "chat_template_kwargs": {"messages": []}}), 400, "chat_template_kwargs"),
+    (json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}],
+                 "chat_template_kwargs": []}), 400, "chat_template_kwargs"),
 ]
 
 

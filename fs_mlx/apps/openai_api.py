@@ -124,7 +124,7 @@ def _common(body: dict, s: Settings, prompt: list[int], logprobs: int | None) ->
         "min_p": _number(body, "min_p", 0, 1),
         "repetition_penalty": _number(body, "repetition_penalty", 0, low_open=True),
         "presence_penalty": _number(body, "presence_penalty", -2, 2),
-        "seed": _number(body, "seed", integer=True),
+        "seed": _number(body, "seed", 0, 2**64 - 1, integer=True),  # MLX's seeds: unsigned 64-bit
     }
     try:
         params, _ = resolve_params(user, s.sampling_defaults)
@@ -182,15 +182,23 @@ def parse_chat(body: dict, s: Settings) -> Parsed:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects",
                        param="messages")
     messages = [_message_text(m, i) for i, m in enumerate(messages)]
-    kwargs = body.get("chat_template_kwargs") or {}
+    kwargs = body.get("chat_template_kwargs")
+    kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict):
         raise ApiError(400, "'chat_template_kwargs' must be an object", param="chat_template_kwargs")
+    taken = {"messages", "add_generation_prompt", *s.tokenizer.special_tokens} & set(kwargs)
+    if taken:  # the server sets these itself
+        raise ApiError(400, f"'chat_template_kwargs' may not set {', '.join(sorted(taken))}",
+                       param="chat_template_kwargs")
     if body.get("enable_thinking") is not None:  # the shortcut vLLM and mlx-lm accept too
         kwargs = {**kwargs, "enable_thinking": _bool(body, "enable_thinking")}
     try:
         text = render(s.tokenizer, messages, add_generation_prompt=True, **kwargs)
     except FsxError as e:
         raise ApiError(400, str(e), param="messages") from None
+    except Exception as e:  # the template met values it cannot handle (it is the checkpoint's code)
+        raise ApiError(400, f"the model's chat template failed on these messages: "
+                       f"{type(e).__name__}: {e}", param="messages") from None
     prompt = s.tokenizer.encode(text, add_special_tokens=False)  # the template wrote BOS, if any
     logprobs = None
     if _bool(body, "logprobs"):

@@ -35,6 +35,7 @@ log = logging.getLogger("fs_mlx.serve")
 CHAT_PAGE = Path(__file__).parent / "static" / "chat.html"
 MAX_BODY = 8 << 20  # bytes: a request body larger than this is refused (413)
 RETRY_AFTER_S = 1  # what a client told "busy" should wait before trying again
+DISCONNECT_CHECK_S = 0.5  # how often a non-streaming request looks for a closed connection
 
 
 def error_response(e: ApiError) -> JSONResponse:
@@ -111,14 +112,20 @@ def create_app(scheduler: Scheduler, settings: Settings) -> Starlette:
                 scheduler.cancel(seq)
 
     async def collect(request: HttpRequest, seq, events: asyncio.Queue, reply: Reply) -> Response:
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         try:
             while True:
                 try:
-                    e = await asyncio.wait_for(events.get(), timeout=0.5)
+                    e = await asyncio.wait_for(events.get(), timeout=DISCONNECT_CHECK_S)
                 except asyncio.TimeoutError:
+                    e = None
+                if loop.time() - checked >= DISCONNECT_CHECK_S:  # is anyone still waiting for this?
+                    checked = loop.time()
                     if await request.is_disconnected():
                         scheduler.cancel(seq)
                         return Response(status_code=499)  # nobody reads it; nginx's "client closed"
+                if e is None:
                     continue
                 if e.finish_reason == "error":
                     return error_response(ApiError(500, f"generation failed: {e.error}", type="server_error"))
