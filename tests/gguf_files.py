@@ -8,8 +8,10 @@ metadata, `tokenizer_metadata_sha256` changes and the test says to re-record.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import gguf as ggufpy
@@ -164,3 +166,100 @@ def tokenizer_metadata_sha256(path) -> str:
     """sha256 of `tokenizer_metadata` as canonical JSON: what the recorded tokenizer was built from."""
     blob = json.dumps(tokenizer_metadata(path), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# --- the golden checkpoints of the newer families, as llama.cpp's converter writes them ------
+
+GGUF_ARCH = {"qwen2": ggufpy.MODEL_ARCH.QWEN2, "gemma3_text": ggufpy.MODEL_ARCH.GEMMA3,
+             "phi3": ggufpy.MODEL_ARCH.PHI3, "qwen3_moe": ggufpy.MODEL_ARCH.QWEN3MOE}
+
+
+def read_checkpoint(folder: Path) -> tuple[dict, dict]:
+    """(config.json, {name: float32 numpy}) of a Hugging Face checkpoint folder."""
+    import mlx.core as mx
+
+    tensors = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        tensors.update({k: np.array(v.astype(mx.float32)) for k, v in mx.load(str(f)).items()})
+    return json.loads((folder / "config.json").read_text()), tensors
+
+
+def golden_gguf(path, cfg: dict, tensors: dict, qtype=None) -> Path:
+    """A golden checkpoint (golden/checkpoints/<name>) as llama.cpp's convert_hf_to_gguf.py
+    writes it: names from gguf-py's own TensorNameMap (llama.cpp's table), Qwen3-MoE's
+    experts stacked [E, out, in], Gemma's norms stored as 1 + w, Phi-3's LongRoPE factors
+    as the rope_factors_long/short tensors, config.json's fields as metadata. `qwen2`/`qwen3moe`
+    /`gemma3`/`phi3` files rotate with NeoX RoPE: no Q/K permutation. The tokenizer is the
+    tests' byte-level one (ids only are compared). qtype: quantize every matrix to it."""
+    tensors = dict(tensors)
+    arch = GGUF_ARCH[cfg["model_type"]]
+    arch_name = ggufpy.MODEL_ARCH_NAMES[arch]
+    n_layers = cfg["num_hidden_layers"]
+    tmap = ggufpy.get_tensor_name_map(arch, n_layers)
+    if cfg["model_type"] == "qwen3_moe":  # Qwen2MoeModel.modify_tensors: stack the experts
+        E = cfg.get("num_experts") or cfg["num_local_experts"]
+        for i in range(n_layers):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                parts = [tensors.pop(f"model.layers.{i}.mlp.experts.{e}.{proj}.weight", None) for e in range(E)]
+                if parts[0] is not None:
+                    tensors[f"model.layers.{i}.mlp.experts.{proj}.weight"] = np.stack(parts)
+
+    w = ggufpy.GGUFWriter(str(path), arch_name)
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    w.add_block_count(n_layers)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_vocab_size(cfg["vocab_size"])
+    rope = cfg.get("rope_parameters") or {}
+    w.add_rope_freq_base(cfg.get("rope_theta") or rope["rope_theta"])
+    scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    if cfg.get("sliding_window"):
+        w.add_sliding_window(cfg["sliding_window"])
+    if cfg.get("sliding_window_pattern") not in (None, 6):
+        # llama.cpp's Gemma 3 converter leaves the pattern out and assumes 6 (every real
+        # Gemma 3); the golden checkpoint's 2 needs gguf-py's key for it
+        w.add_sliding_window_pattern(cfg["sliding_window_pattern"])
+    if cfg.get("query_pre_attn_scalar") not in (None, head_dim):  # the same: llama.cpp assumes head_dim
+        w.add_attention_scale(cfg["query_pre_attn_scalar"] ** -0.5)
+    if cfg["model_type"] == "gemma3_text" and scaling:  # global layers' linear stretch
+        w.add_rope_scaling_type(ggufpy.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(scaling["factor"])
+    if cfg["model_type"] == "qwen2" and scaling:  # Qwen2Model: YaRN as type, factor and original context
+        w.add_rope_scaling_type(ggufpy.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(scaling["factor"])
+        w.add_rope_scaling_orig_ctx_len(scaling["original_max_position_embeddings"])
+    if cfg["model_type"] == "phi3":  # Phi3MiniModel: partial rotary, LongRoPE factors as tensors
+        rope_dims = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+        w.add_rope_dimension_count(rope_dims)
+        orig = cfg["original_max_position_embeddings"]
+        w.add_rope_scaling_orig_ctx_len(orig)
+        factor = cfg["max_position_embeddings"] / orig
+        w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1 else 1.0)
+        w.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], dtype=np.float32))
+    if cfg["model_type"] == "qwen3_moe":
+        w.add_expert_count(cfg.get("num_experts") or cfg["num_local_experts"])
+        w.add_expert_used_count(cfg["num_experts_per_tok"])
+        w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
+    _add_byte_level_tokenizer(w, dataclasses.make_dataclass("C", ["vocab_size"])(cfg["vocab_size"]),
+                              "gpt2", "qwen2")
+    for hf, a in tensors.items():
+        name = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
+        assert name is not None, hf
+        if cfg["model_type"] == "gemma3_text" and hf.endswith("norm.weight"):
+            a = a + 1  # Gemma3Model.modify_tensors: llama.cpp's RMSNorm multiplies by the stored weight
+        if qtype is not None and a.ndim >= 2 and a.shape[-1] % 32 == 0:
+            w.add_tensor(name, ggufpy.quants.quantize(a, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)

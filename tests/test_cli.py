@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,18 @@ def test_msl_demo_runs_a_kernel_on_this_cpu():
     assert r.exit_code == 0, r.output
     err = float(r.output.split("max |kernel - numpy| over the output:")[1].split()[0])
     assert err < 1e-5  # fp32 RMSNorm of 40 values: a few ULP of reduction-order difference
+
+
+def test_inspect_shows_experts_and_windows():
+    """Qwen3-MoE: experts and the parameters one token uses (2 of 8 experts in 2 MoE layers:
+    286,240 - 2 x 6 x 3 x 64 x 32 = 212,512); Gemma 3: the sliding window, and a KV cache
+    for the full context bounded by it on the local layers."""
+    root = Path(__file__).resolve().parent.parent / "golden" / "checkpoints"
+    r = CliRunner().invoke(main, ["inspect", str(root / "qwen3-moe-tiny")])
+    assert r.exit_code == 0, r.output
+    assert "experts        8 per MoE layer (2 layers), 2 per token, MLP 32 each" in r.output
+    assert "active params  212.51K (212,512) per token" in r.output
+    r = CliRunner().invoke(main, ["inspect", str(root / "gemma3-tiny")])
+    assert "sliding window 8 tokens on 2 of 3 layers" in r.output
+    # 2 x 2 KV heads x 32 x 4 bytes per layer and token: 1 global layer x 2048 + 2 local x 8
+    assert "KV cache, full context  1.0 MB fp32" in r.output

@@ -47,18 +47,37 @@ def mlx_lm_logits(folder: Path, ids=IDS) -> np.ndarray:
     return np.array(model(mx.array([ids]))[0])
 
 
+def hub_spelling(name: str, tmp_path: Path) -> Path:
+    """The golden checkpoint as mlx-lm can read it. qwen3-moe-tiny's config.json has transformers
+    5's spelling (num_local_experts, rope_parameters); mlx-lm reads the hub's (num_experts, rope_theta)."""
+    if name != "qwen3-moe-tiny":
+        return GOLDEN / name
+    src = tmp_path / "src"
+    shutil.copytree(GOLDEN / name, src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_experts"] = cfg.pop("num_local_experts")
+    cfg["rope_theta"] = cfg.pop("rope_parameters")["rope_theta"]
+    (src / "config.json").write_text(json.dumps(cfg))
+    return src
+
+
 # --- the oracle: mlx-lm quantizing the same checkpoint ---------------------------------
 
 # qwen3-tiny is stored fp32, llama-tiny bf16 (untied head), llama-mha fp16 in two shards.
 @pytest.mark.parametrize("name, bits, group", [
     ("qwen3-tiny", 4, 64), ("qwen3-tiny", 8, 32), ("llama-tiny", 4, 32), ("llama-tiny", 8, 64),
     ("llama-mha", 4, 64),
+    # issue 14's families: mlx-lm's own model files for each (phi3 keeps qkv/gate_up joined,
+    # qwen3_moe stacks the experts into switch_mlp and keeps the router at 8 bits)
+    ("qwen2-tiny", 4, 32), ("mistral-tiny", 4, 32), ("gemma3-tiny", 4, 32), ("phi3-tiny", 4, 32),
+    ("qwen3-moe-tiny", 4, 32),
 ])
 def test_fsx_quantize_equals_mlx_lm_convert(tmp_path, name, bits, group):
     from mlx_lm import convert
 
-    convert(str(GOLDEN / name), str(tmp_path / "mlx-lm"), quantize=True, q_bits=bits, q_group_size=group)
-    code, out = fsx("quantize", GOLDEN / name, "--bits", bits, "--group-size", group, "-o", tmp_path / "fsx")
+    src = hub_spelling(name, tmp_path)
+    convert(str(src), str(tmp_path / "mlx-lm"), quantize=True, q_bits=bits, q_group_size=group)
+    code, out = fsx("quantize", src, "--bits", bits, "--group-size", group, "-o", tmp_path / "fsx")
     assert code == 0, out
     theirs, ours = safetensors(tmp_path / "mlx-lm"), safetensors(tmp_path / "fsx")
     assert sorted(theirs) == sorted(ours)
@@ -67,22 +86,28 @@ def test_fsx_quantize_equals_mlx_lm_convert(tmp_path, name, bits, group):
         assert mx.array_equal(theirs[k], ours[k]).item(), k
     assert any(k.endswith(".scales") for k in ours)
     config = json.loads((tmp_path / "fsx" / "config.json").read_text())
-    assert config["quantization"] == {"group_size": group, "bits": bits, "mode": "affine"}
+    assert config["quantization"] == json.loads((tmp_path / "mlx-lm" / "config.json").read_text())["quantization"]
+    assert {"group_size": group, "bits": bits, "mode": "affine"}.items() <= config["quantization"].items()
 
 
-@pytest.mark.parametrize("name", ["qwen3-tiny", "llama-tiny"])
+# Not phi3-tiny: mlx-lm's SuScaledRoPE always uses LongRoPE's long_factor, transformers
+# (and fsx, tests/test_golden.py) the short one within the original context.
+@pytest.mark.parametrize("name", ["qwen3-tiny", "llama-tiny", "gemma3-tiny", "qwen3-moe-tiny"])
 def test_round_trip_loads_in_fsx_and_mlx_lm(tmp_path, name):
+    """mlx-lm's model files are an independent implementation of each family: its Gemma 3,
+    its Qwen3-MoE (SwitchGLU through gather_qmm)."""
     out = tmp_path / "q4"
-    assert fsx("quantize", GOLDEN / name, "--bits", 4, "--group-size", 32, "-o", out)[0] == 0
+    src = hub_spelling(name, tmp_path)
+    assert fsx("quantize", src, "--bits", 4, "--group-size", 32, "-o", out)[0] == 0
     on_disk = logits_for(load(out), IDS)
     # Quantizing while loading is the same code on the same numbers: identical logits.
-    on_load = logits_for(load(GOLDEN / name, quantize=(4, 32)), IDS)
+    on_load = logits_for(load(src, quantize=(4, 32)), IDS)
     np.testing.assert_array_equal(on_disk, on_load)
     # mlx-lm runs the same quantized weights through its own model code; both fp32,
     # so only summation order differs: 1e-4 on logits of O(10).
     np.testing.assert_allclose(mlx_lm_logits(out), on_disk, atol=1e-4, rtol=0)
     # The tokenizer files came along.
-    assert load(out).tokenizer.encode("hello world") == load(GOLDEN / name).tokenizer.encode("hello world")
+    assert load(out).tokenizer.encode("hello world") == load(src).tokenizer.encode("hello world")
 
 
 def test_mixed_precision_checkpoint_with_per_layer_overrides(tmp_path):

@@ -62,7 +62,12 @@ def _describe_gguf(path) -> dict:
 
 
 def _report(path, config, params, files, disk_bytes, compute_bytes, tensors) -> dict:
-    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
+    kv_per_layer_token = 2 * config.num_key_value_heads * config.head_dim
+    kv_per_token = config.num_hidden_layers * kv_per_layer_token
+    # A sliding-window layer's cache holds at most the window (generation/window_cache.py)
+    ctx = config.max_position_embeddings
+    kv_full = sum(min(ctx, config.sliding_window) if config.is_sliding(i) else ctx
+                  for i in range(config.num_hidden_layers)) * kv_per_layer_token
     return {
         "path": str(path),
         "model_type": config.model_type,
@@ -75,16 +80,32 @@ def _report(path, config, params, files, disk_bytes, compute_bytes, tensors) -> 
         },
         "qk_norm": config.qk_norm,
         "parameters": params,
+        "sliding_window": ({"window": config.sliding_window,
+                            "layers": sum(map(config.is_sliding, range(config.num_hidden_layers)))}
+                           if "sliding_attention" in config.layer_types else None),
+        "experts": _experts(config, params),
         "files": files,
         "memory": {
             "weights_on_disk_bytes": disk_bytes,
             "weights_cpu_fp32_bytes": compute_bytes,
             "kv_cache_bytes_per_token_fp32": kv_per_token * 4,
             "kv_cache_bytes_per_token_bf16": kv_per_token * 2,
-            "kv_cache_bytes_full_context_fp32": kv_per_token * 4 * config.max_position_embeddings,
+            "kv_cache_bytes_full_context_fp32": kv_full * 4,
         },
         "tensors": tensors,
     }
+
+
+def _experts(config, params: int) -> dict | None:
+    """Mixture of experts: how many, how many per token, and the parameters a token uses."""
+    if not config.moe:
+        return None
+    moe_layers = sum(map(config.is_moe_layer, range(config.num_hidden_layers)))
+    per_expert = 3 * config.hidden_size * config.moe_intermediate_size  # gate, up, down
+    idle = moe_layers * (config.num_experts - config.num_experts_per_tok) * per_expert
+    return {"experts": config.num_experts, "per_token": config.num_experts_per_tok,
+            "moe_layers": moe_layers, "expert_intermediate_size": config.moe_intermediate_size,
+            "parameters_per_expert_layer": per_expert, "active_parameters": params - idle}
 
 
 def format_report(r: dict) -> str:
@@ -105,6 +126,14 @@ def format_report(r: dict) -> str:
         f"  stored as      {c['torch_dtype'] or '?'}"
         + (f", quantized {c['quantization']}" if c["quantization"] else ""),
     ]
+    if r.get("sliding_window"):
+        w = r["sliding_window"]
+        lines.append(f"  sliding window {w['window']} tokens on {w['layers']} of {c['num_hidden_layers']} layers")
+    if r.get("experts"):
+        e = r["experts"]
+        lines += [f"  experts        {e['experts']} per MoE layer ({e['moe_layers']} layers), "
+                  f"{e['per_token']} per token, MLP {e['expert_intermediate_size']} each",
+                  f"  active params  {_count(e['active_parameters'])} per token"]
     if "gguf" in r:  # which GGUF types stay quantized, which become floats
         g = r["gguf"]
         lines += [

@@ -9,7 +9,10 @@ A GGUF file is one self-contained model:
 
 This module turns it into what the rest of the engine already speaks:
 
-- metadata -> `ModelConfig` with Hugging Face field names (architectures llama, qwen3);
+- metadata -> `ModelConfig` with Hugging Face field names (architectures llama, qwen3,
+  qwen2, qwen3moe, gemma3, phi3; what llama.cpp keeps elsewhere is recovered: Phi-3's
+  LongRoPE factors from the `rope_factors_*` tensors, Gemma 3's layer pattern and local
+  RoPE base from llama.cpp's fixed values);
 - tensors  -> Hugging Face names (`blk.0.attn_q` -> `model.layers.0.self_attn.q_proj`).
   `mx.load` does the decoding: Q4_0, Q4_1 and Q8_0 blocks come back already in MLX's
   affine format (weight/scales/biases, group 32: a Q4_1 block *is* an affine group),
@@ -201,7 +204,9 @@ def read_header(path: Path) -> GGUFHeader:
 
 # --- metadata -> ModelConfig -----------------------------------------------------------
 
-SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen3")
+SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen3", "qwen2", "qwen3moe", "gemma3", "phi3")
+# llama.cpp's architecture name -> Hugging Face's model_type, where they differ
+MODEL_TYPES = {"qwen3moe": "qwen3_moe", "gemma3": "gemma3_text"}
 
 
 def architecture(header: GGUFHeader) -> str:
@@ -234,23 +239,36 @@ def _config_from_header(header: GGUFHeader) -> ModelConfig:
     heads = get("attention.head_count")
     hidden = get("embedding_length")
     head_dim = get("attention.key_length", hidden // heads)
-    if get("rope.dimension_count", head_dim) != head_dim:
-        raise FsxError(f"{header.path}: partial RoPE (rope.dimension_count != head_dim) is not supported")
+    rope_dims = get("rope.dimension_count", head_dim)
+    if rope_dims != head_dim and arch != "phi3":
+        raise FsxError(f"{header.path}: partial RoPE (rope.dimension_count != head_dim) is not supported "
+                       f"for {arch}")
 
     rope_scaling = None
     kind = get("rope.scaling.type", "none")
     if kind == "linear":
         rope_scaling = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
+    elif kind == "yarn":
+        rope_scaling = {"rope_type": "yarn", "factor": float(get("rope.scaling.factor")),
+                        "original_max_position_embeddings": get("rope.scaling.original_context_length")}
     elif kind != "none":
         raise FsxError(f"{header.path}: GGUF RoPE scaling {kind!r} is not supported")
     if "rope_freqs.weight" in header.tensors:
         rope_scaling = _llama3_scaling(header, float(get("rope.freq_base", 10000.0)), head_dim)
+    if "rope_factors_long.weight" in header.tensors:  # Phi-3's LongRoPE: the factors are tensors
+        rope_scaling = {"rope_type": "longrope",
+                        "long_factor": _f32_tensor(header, "rope_factors_long.weight", rope_dims // 2),
+                        "short_factor": _f32_tensor(header, "rope_factors_short.weight", rope_dims // 2),
+                        "original_max_position_embeddings": get("rope.scaling.original_context_length"),
+                        "attention_factor": get("rope.scaling.attn_factor")}
+    family = _family_fields(header, arch, hidden, heads, head_dim, rope_dims)
 
     tokens = m.get("tokenizer.ggml.tokens") or []
     quantized = Counter(AFFINE_TYPES[t.type] for t in header.tensors.values() if t.type in AFFINE_TYPES)
     return ModelConfig.from_dict(
         {
-            "model_type": arch,
+            **family,
+            "model_type": MODEL_TYPES.get(arch, arch),
             "hidden_size": hidden,
             "num_hidden_layers": get("block_count"),
             "intermediate_size": get("feed_forward_length"),
@@ -275,6 +293,56 @@ def _config_from_header(header: GGUFHeader) -> ModelConfig:
         },
         source=str(header.path),
     )
+
+
+def _family_fields(header: GGUFHeader, arch: str, hidden: int, heads: int, head_dim: int,
+                   rope_dims: int) -> dict[str, Any]:
+    """The config.json fields of the newer families, from their GGUF metadata (or llama.cpp's
+    fixed values where the file has none: llama-model.cpp)."""
+    m = header.metadata
+
+    def get(key: str, default=None):
+        return m.get(f"{arch}.{key}", default)
+
+    out: dict[str, Any] = {}
+    if get("attention.sliding_window") is not None:
+        out["sliding_window"] = get("attention.sliding_window")
+    if arch == "phi3":
+        out["partial_rotary_factor"] = rope_dims / head_dim
+        out["original_max_position_embeddings"] = get("rope.scaling.original_context_length")
+    if arch == "gemma3":
+        layers = get("block_count")
+        # llama.cpp: every 6th layer global unless the file says otherwise (gguf-py's
+        # sliding_window_pattern: a period, or one bool per layer, true = local), local
+        # layers with base 10000, and the attention scale 1/sqrt(head_dim) except for
+        # Gemma 3 27B (62 layers): 1/sqrt(hidden / heads)
+        pattern = get("attention.sliding_window_pattern", 6)
+        if isinstance(pattern, list):
+            out["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
+        else:
+            out["sliding_window_pattern"] = pattern
+        scale = get("attention.scale")  # gguf-py's key for it; llama.cpp's Gemma 3 files have none
+        out.update(rope_local_base_freq=10000.0,
+                   query_pre_attn_scalar=(1 / scale**2 if scale else
+                                          hidden // heads if layers == 62 else head_dim),
+                   hidden_activation="gelu_pytorch_tanh")
+    if arch == "qwen3moe":
+        out.update(num_experts=get("expert_count"), num_experts_per_tok=get("expert_used_count"),
+                   moe_intermediate_size=get("expert_feed_forward_length"),
+                   norm_topk_prob=True)  # llama.cpp normalises Qwen3-MoE's top-k weights
+    return out
+
+
+def _f32_tensor(header: GGUFHeader, name: str, n: int) -> list[float]:
+    """A small F32 tensor's values, read from the file (for metadata kept as tensors)."""
+    import numpy as np
+
+    t = header.tensors.get(name)
+    if t is None or t.type != "F32" or t.shape != (n,):
+        raise FsxError(f"{header.path}: {name} is {t and t.type} {t and list(t.shape)}, expected F32 [{n}]")
+    with open(header.path, "rb") as f:
+        f.seek(header.data_start + t.offset)
+        return [float(x) for x in np.frombuffer(f.read(t.nbytes), dtype="<f4")]
 
 
 # Llama 3's RoPE stretch, as every Llama 3.1+ config.json states it (the factor varies).
@@ -323,16 +391,30 @@ _LAYER_NAMES = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# Where an architecture's names differ (gguf-py's TensorNameMap, llama.cpp's converter):
+_ARCH_LAYER_NAMES = {
+    # Gemma 3's four norms: ffn_norm is the norm *before* the MLP, post_* the ones after
+    "gemma3": {"post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
+               "post_ffw_norm": "post_feedforward_layernorm"},
+    # Phi-3 keeps q/k/v and gate/up joined, as its checkpoints do (the model's sanitize splits them)
+    "phi3": {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"},
+    # Qwen3-MoE: the router and the stacked experts [E, out, in]
+    "qwen3moe": {"ffn_gate_inp": "mlp.gate", "ffn_gate_exps": "mlp.switch_mlp.gate_proj",
+                 "ffn_up_exps": "mlp.switch_mlp.up_proj", "ffn_down_exps": "mlp.switch_mlp.down_proj"},
+}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(\w+)$")
+# Tensors that hold configuration (read into ModelConfig), not weights
+CONFIG_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
-def hf_name(name: str) -> str | None:
+def hf_name(name: str, arch: str = "llama") -> str | None:
     """'blk.3.ffn_up.scales' -> 'model.layers.3.mlp.up_proj.scales' (None if unknown)."""
     if match := _BLOCK.match(name):
         layer, part, suffix = match.groups()
-        if part in _LAYER_NAMES:
-            return f"model.layers.{layer}.{_LAYER_NAMES[part]}.{suffix}"
+        names = {**_LAYER_NAMES, **_ARCH_LAYER_NAMES.get(arch, {})}
+        if part in names:
+            return f"model.layers.{layer}.{names[part]}.{suffix}"
         return None
     base, _, suffix = name.rpartition(".")
     return f"{_GLOBAL_NAMES[base]}.{suffix}" if base in _GLOBAL_NAMES else None
@@ -362,11 +444,12 @@ def load_tensors(header: GGUFHeader, config: ModelConfig) -> dict[str, mx.array]
         raw = mx.load(str(header.path))
     except (RuntimeError, ValueError) as e:
         raise FsxError(f"{header.path}: cannot load GGUF tensors: {e}") from None
+    arch = header.metadata.get("general.architecture")
     tensors, unknown = {}, []
     for name, t in raw.items():
-        if name == "rope_freqs.weight":
-            continue  # became config.rope_scaling (_llama3_scaling)
-        hf = hf_name(name)
+        if name in CONFIG_TENSORS:
+            continue  # became config.rope_scaling (_llama3_scaling, Phi-3's LongRoPE)
+        hf = hf_name(name, arch)
         if hf is None:
             unknown.append(name)
             continue
@@ -374,6 +457,8 @@ def load_tensors(header: GGUFHeader, config: ModelConfig) -> dict[str, mx.array]
             t = unpermute(t, config.num_attention_heads)
         elif config.model_type == "llama" and ".self_attn.k_proj." in hf:
             t = unpermute(t, config.num_key_value_heads)
+        if arch == "gemma3" and hf.endswith("norm.weight"):
+            t = t - 1  # llama.cpp's converter stores Gemma's 1 + w; the model adds the 1 itself
         tensors[hf] = t
     if unknown:
         more = f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else ""
@@ -389,7 +474,8 @@ def inspect_tensors(header: GGUFHeader) -> tuple[int, int, list[dict], dict]:
     """
     params = cpu_bytes = 0
     rows, loaded = [], Counter()
-    for t in sorted(header.tensors.values(), key=lambda t: _natural_key(hf_name(t.name) or t.name)):
+    arch = header.metadata.get("general.architecture")
+    for t in sorted(header.tensors.values(), key=lambda t: _natural_key(hf_name(t.name, arch) or t.name)):
         n = 1
         for d in t.shape:
             n *= d
@@ -402,7 +488,7 @@ def inspect_tensors(header: GGUFHeader) -> tuple[int, int, list[dict], dict]:
             how = "float" if t.type in FLOAT_TYPES else "dequantized to float16 (no MLX equivalent)"
             cpu_bytes += n * 4  # floats are fp32 on the CPU backend
         loaded[how] += 1
-        rows.append({"name": hf_name(t.name) or t.name, "shape": list(t.shape), "dtype": t.type,
+        rows.append({"name": hf_name(t.name, arch) or t.name, "shape": list(t.shape), "dtype": t.type,
                      "bytes": t.nbytes, "file": header.path.name, "gguf_name": t.name,
                      "loaded_as": how})
     summary = {"version": header.version,
@@ -424,7 +510,8 @@ def load_gguf(path: Path):
     header = read_header(path)
     config = config_from_header(header)
     # The config must agree with the tensor table before anything is built or read.
+    arch = header.metadata.get("general.architecture")
     check_against_tensors(config, {hf: t.shape for name, t in header.tensors.items()
-                                   if (hf := hf_name(name))}, str(path))
+                                   if (hf := hf_name(name, arch))}, str(path))
     tokenizer = build_tokenizer(header)
     return config, load_tensors(header, config), tokenizer

@@ -25,7 +25,7 @@ from ..files import atomic_dir, read_json
 from ..model.config import FLOAT_DTYPES
 from ..model.quantized import check_spec
 from ..model.moe import SparseMoE, SwitchLinear
-from ..model.transformer import Embedding, Linear, Transformer
+from ..model.transformer import Embedding, Linear, Transformer, join_fused
 
 DEFAULT_GROUP_SIZE = 64  # mlx-lm's default for affine quantization
 
@@ -117,6 +117,7 @@ def write_quantized(source: Path, out: Path, bits: int, group_size: int, progres
     skeleton = Transformer(config, ops=None)  # structure only: which paths are layers
     tensors = cast_floats(skeleton.sanitize(tensors), storage_dtype(raw))
     qtensors, qconfig = quantize_tensors(skeleton, tensors, bits, group_size)
+    qtensors = join_fused(qtensors, config)  # Phi-3 is stored with q/k/v and gate/up joined
 
     with atomic_dir(out) as tmp:
         _save_shards(tmp, qtensors, progress)

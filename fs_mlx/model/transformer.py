@@ -293,3 +293,19 @@ def split_fused(weights: dict[str, mx.array], config: ModelConfig) -> dict[str, 
             continue
         out[name] = value
     return out
+
+
+def join_fused(weights: dict[str, mx.array], config: ModelConfig) -> dict[str, mx.array]:
+    """The inverse of `split_fused` for Phi-3: q/k/v_proj -> qkv_proj and gate/up_proj ->
+    gate_up_proj, the layout Phi-3 checkpoints (and mlx-lm) store. Other families pass through."""
+    if config.model_type != "phi3":
+        return weights
+    out = dict(weights)
+    for joined, parts in (("self_attn.qkv_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+                          ("mlp.gate_up_proj", ("mlp.gate_proj", "mlp.up_proj"))):
+        for name in list(out):
+            head, sep, tail = name.partition(f".{parts[0]}.")
+            if sep:
+                rows = [out.pop(f"{head}.{p}.{tail}") for p in parts]
+                out[f"{head}.{joined}.{tail}"] = mx.concatenate(rows, axis=0)
+    return out
