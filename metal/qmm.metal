@@ -59,10 +59,23 @@ for (int i = 0; i < 2; i++) {
 }
 
 for (int k0 = 0; k0 < K; k0 += BK) {
-  // Stage the x tile (zeros past M)
+  // Stage the x tile (zeros past M): a thread's 8 activations are consecutive
+  // and start at a multiple of 8 elements (K, k0 and lc are), so they load
+  // as two 4-wide vectors (MLX's loaders read 16 bytes at a time too). x has
+  // at least 32 elements, so MLX always passes it as `device`.
   int xm = m0 + lr;
-  for (int i = 0; i < 8; i++) {
-    xs[lr * LD + lc + i] = xm < M ? float(x[size_t(xm) * K + k0 + lc + i]) : 0.0f;
+  if (xm < M) {
+    auto xv = (const device vec<T, 4>*)(x + size_t(xm) * K + k0 + lc);
+    vec<T, 4> lo = xv[0];
+    vec<T, 4> hi = xv[1];
+    for (int i = 0; i < 4; i++) {
+      xs[lr * LD + lc + i] = float(lo[i]);
+      xs[lr * LD + lc + 4 + i] = float(hi[i]);
+    }
+  } else {
+    for (int i = 0; i < 8; i++) {
+      xs[lr * LD + lc + i] = 0.0f;
+    }
   }
   // Stage the dequantized w tile (zeros past N)
   int wn = n0 + lr;
