@@ -27,7 +27,7 @@ import mlx.core as mx
 from ..errors import FsxError
 from ..model.backends import MLXBackend
 from ..model.rope import scale_rotated
-from . import attention, norm, quantized, rope, swiglu
+from . import attention, moe, norm, quantized, rope, swiglu
 
 
 def _metal_dir() -> Path:
@@ -107,14 +107,15 @@ class MetalBackend:
         return quantized.quantized_matmul(self, x, w, scales, biases, transpose=transpose,
                                           group_size=group_size, bits=bits)
 
-    # Mixture of experts: no kernel of ours yet; MLX's gather_mm / gather_qmm serve them
-    # (the MLX backend's methods, docs/kernels.md).
+    # Mixture of experts, float experts: MLX's gather_mm (the MLX backend's method).
     def gather_linear(self, x, w, indices):
         return MLXBackend.gather_linear(self, x, w, indices)
 
     def gather_quantized_matmul(self, x, w, scales, biases, indices, *, group_size=64, bits=4):
-        return MLXBackend.gather_quantized_matmul(self, x, w, scales, biases, indices,
-                                                  group_size=group_size, bits=bits)
+        # Decode: metal/gather_qmv.metal; many token x expert slots: MLX's gather_qmm
+        return moe.gather_quantized_matmul(
+            self, x, w, scales, biases, indices, group_size=group_size, bits=bits,
+            fallback=lambda *a, **kw: MLXBackend.gather_quantized_matmul(self, *a, **kw))
 
     def quantized_swiglu(self, x, w, scales, biases, *, group_size=64, bits=4):
         return quantized.quantized_swiglu(self, x, w, scales, biases, group_size=group_size, bits=bits)
