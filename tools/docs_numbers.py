@@ -152,6 +152,20 @@ def golden_errors_table():
         print(f"| {name} | {w['block0']:.1e} | {w['final_norm']:.1e} | {w['logits']:.1e} |")
 
 
+@fact
+def default_model_megabytes():
+    """The default model's GGUF file size, in MB as the GGUF chapter quotes it."""
+    print(f"{_inspect('smollm2')['memory']['weights_on_disk_bytes'] / 1e6:.0f} MB")
+
+
+@fact
+def default_model_qk_rows():
+    """Rows of q and k per layer that GGUF's Q/K un-permutation reorders, on the default model."""
+    c = _inspect("smollm2")["config"]
+    d = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    print(f"{c['num_attention_heads'] * d} + {c['num_key_value_heads'] * d} rows")
+
+
 JOURNEY_PROMPT = "The capital of France is"
 _journey: dict = {}
 
