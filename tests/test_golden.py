@@ -72,8 +72,13 @@ def test_greedy_continuations_match(golden):
 def test_cached_equals_uncached(golden):
     """Prefill in chunks of 5 (sliding windows of 8 are crossed inside and between chunks),
     then one token at a time: the logits equal one uncached forward over the whole sequence.
-    Both are our fp32 forward on the same weights; only the attention's summation
-    length and order differ (measured < 1e-5; bar 1e-4 on logits of std ~8)."""
+    Both are our fp32 forward on the same weights; only summation orders differ: the
+    attention's length, and, where fsx's CPU kernels are built (fs_mlx/cpu), the
+    matmuls' too: one row (GEMV), a few rows and many rows (tiled) accumulate each
+    dot product in another order. Measured worst |delta| over the golden
+    checkpoints: 1.4e-4 with the CPU kernels (phi3-tiny; logits up to |36|, ~4e-6
+    relative); exactly 0 without them (MLX's CPU matmul sums every row count alike);
+    bar 3e-4 on logits of std ~8."""
     from fs_mlx.generation.cache import make_cache
 
     name, lm, meta, arrays = golden
@@ -88,7 +93,7 @@ def test_cached_equals_uncached(golden):
         steps.append(lm.model(mx.array([piece]), cache=cache)[0].astype(mx.float32))
         pos += size
     cached = np.array(mx.concatenate(steps, axis=0))
-    np.testing.assert_allclose(cached, uncached, rtol=0, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(cached, uncached, rtol=0, atol=3e-4, err_msg=name)
 
 
 def test_eos_ids_gathered_from_every_file(golden):
