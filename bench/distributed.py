@@ -40,6 +40,12 @@ from fs_mlx.loader import load
 PROMPT = [5, 17, 300, 42, 9, 100, 3, 77, 12, 401, 8, 64]
 
 
+def say(msg: str) -> None:
+    import sys
+
+    print(f"[rank {mx.distributed.init().rank()}] {msg}", file=sys.stderr, flush=True)
+
+
 def vm_hwm_mb() -> float:
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -60,7 +66,11 @@ def load_and_run(model: str, mode: str | None, quantize) -> tuple[object, dict, 
     return lm, stats, logits, greedy
 
 
-def decode_tps(lm, n_prompt: int = 64, n_gen: int = 32) -> float:
+GEN = 32  # --gen
+
+
+def decode_tps(lm, n_prompt: int = 64, n_gen: int | None = None) -> float:
+    n_gen = n_gen or GEN
     ids = random.Random(0).choices(range(min(lm.config.vocab_size, 1000)), k=n_prompt)
     for r in stream_generate(lm, ids, max_tokens=n_gen, ignore_eos=True):
         pass
@@ -102,10 +112,15 @@ def main() -> None:
     ap.add_argument("--quantize", type=int, choices=[4, 8])
     ap.add_argument("--mlx-lm", action="store_true", help="also mlx-lm's sharding (tensor mode)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--gen", type=int, default=32, help="tokens decoded per timed run")
     a = ap.parse_args()
+    global GEN
+    GEN = a.gen
     quantize = (a.quantize, 32) if a.quantize else None
     world = join()
+    say("loading")
     lm, stats, logits, greedy = load_and_run(a.model, a.mode, quantize)
+    say(f"loaded {stats}")
     stats["vm_hwm_mb"] = round(vm_hwm_mb(), 1)
     mine = mx.array([[stats["active_mb"], stats["load_peak_mb"], stats["vm_hwm_mb"]]])
     every = mx.distributed.all_gather(mine, group=world.group).tolist()  # [ranks, 3]
@@ -114,19 +129,22 @@ def main() -> None:
     report = {"model": a.model, "mode": a.mode, "ranks": world.size, "load_s": stats["load_s"],
               "per_rank": per_rank}
     report["collectives"] = time_collectives(world, lm, a.mode)
+    say(f"collectives {report['collectives']}")
     report["decode_tps_split"] = [round(decode_tps(lm), 2) for _ in range(a.repeat)]
+    say(f"decode {report['decode_tps_split']}")
     if a.mlx_lm:
         from mlx_lm import stream_generate as lm_stream
         from mlx_lm.sample_utils import make_sampler
         from mlx_lm.utils import sharded_load
 
         mlm, tok = sharded_load(a.model, tensor_group=world.group)
+        say("mlx-lm loaded")
         mlm.set_dtype(mx.float32)  # fsx computes in float32 on the CPU: same arithmetic
         ids = random.Random(0).choices(range(min(lm.config.vocab_size, 1000)), k=64)
         fsx_tps, mlx_tps = [], []
         for _ in range(a.repeat):
             fsx_tps.append(decode_tps(lm))
-            for r in lm_stream(mlm, tok, ids, max_tokens=32, sampler=make_sampler(temp=0.0)):
+            for r in lm_stream(mlm, tok, ids, max_tokens=GEN, sampler=make_sampler(temp=0.0)):
                 pass
             mlx_tps.append(r.generation_tps)
         report["mlx_lm_sharded"] = {"fsx_tps": [round(v, 2) for v in fsx_tps],

@@ -239,7 +239,8 @@ def test_quantized_groups_that_do_not_split_are_refused():
 @pytest.mark.parametrize("args, message", [
     ([], "give the fsx command to run after --"),
     (["--", "frobnicate"], "'frobnicate' is not an fsx command"),
-    (["--", "launch", "generate"], "cannot be `launch` itself"),
+    (["--", "launch", "generate"], "`fsx launch` does not split a model across ranks"),
+    (["--", "serve", "M"], "`fsx serve` does not split a model across ranks"),
     (["-n", "0", "--", "generate", "M", "-p", "x"], "-n must be at least 1"),
     (["--hosts", "10.0.0.1,10.0.0.2", "--hostfile", "h.json", "--", "generate"], "--hosts or --hostfile, not both"),
     (["--hostfile", "missing.json", "--", "generate"], "--hostfile missing.json: no such file"),
@@ -249,6 +250,20 @@ def test_launch_argument_errors(args, message):
     r = CliRunner().invoke(main, ["launch", *args])
     assert r.exit_code == 2 if "Invalid value" in message else r.exit_code == 1, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_launch_builds_the_mlx_launch_command(tmp_path):
+    from fs_mlx.apps.launch import launcher_command
+
+    cmd = launcher_command(2, None, None, None, 40000, None, ("fsx", "generate", "M", "-n", "5"))
+    i = cmd.index("--")
+    assert cmd[i:] == ["--", "-m", "fs_mlx", "generate", "M", "-n", "5"]  # fsx's -n stays fsx's
+    assert cmd[cmd.index("--backend") + 1] == "ring" and cmd[cmd.index("-n") + 1] == "2"
+    assert cmd[cmd.index("--hosts") + 1] == "127.0.0.1" and cmd[cmd.index("--starting-port") + 1] == "40000"
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text('{"backend": "jaccl", "hosts": []}')
+    cmd = launcher_command(1, None, str(hostfile), None, None, None, ("bench",))
+    assert "--backend" not in cmd and cmd[cmd.index("--hostfile") + 1] == str(hostfile)  # the file's own
 
 
 def test_launch_runs_the_command_on_two_ranks():

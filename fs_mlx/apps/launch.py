@@ -28,6 +28,7 @@ import click
 from ..errors import FsxError
 
 BACKENDS = ("ring", "mpi", "jaccl")
+SPLIT_COMMANDS = ("generate", "run", "bench", "logits")  # the commands that load with --parallel
 PARALLEL_MODES = ("tensor", "pipeline")
 
 
@@ -54,7 +55,7 @@ _RING_NOISE = re.compile(r"^\[ring\] (Socket \d+ was closed|(Sending to|Receivin
                          r"|Too many send/recv errors)")
 
 
-def launcher_command(ranks: int, hosts: str | None, hostfile: str | None, backend: str,
+def launcher_command(ranks: int, hosts: str | None, hostfile: str | None, backend: str | None,
                      starting_port: int | None, python: str | None, args: tuple[str, ...]) -> list[str]:
     """The mlx.launch command line for `fsx launch` (options checked here, one line each)."""
     if not args:
@@ -69,8 +70,9 @@ def launcher_command(ranks: int, hosts: str | None, hostfile: str | None, backen
         name = args[0] if args else ""
         raise FsxError(f"fsx launch: {name!r} is not an fsx command "
                        f"(one of: {', '.join(sorted(c for c in main.commands if c != 'launch'))})")
-    if args[0] == "launch":
-        raise FsxError("fsx launch: the command to launch cannot be `launch` itself")
+    if args[0] not in SPLIT_COMMANDS:
+        raise FsxError(f"fsx launch runs {', '.join(SPLIT_COMMANDS)} on several ranks; "
+                       f"`fsx {args[0]}` does not split a model across ranks")
     if ranks < 1:
         raise FsxError(f"fsx launch: -n must be at least 1, not {ranks}")
     if hosts and hostfile:
@@ -79,12 +81,15 @@ def launcher_command(ranks: int, hosts: str | None, hostfile: str | None, backen
         raise FsxError("fsx launch: -n repeats --hosts; with --hostfile every line is one rank")
     if hostfile and not Path(hostfile).is_file():
         raise FsxError(f"fsx launch: --hostfile {hostfile}: no such file")
-    if backend not in BACKENDS:
+    if backend is not None and backend not in BACKENDS:
         raise FsxError(f"fsx launch: --backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     exe = shutil.which("mlx.launch")
     cmd = [exe] if exe else [sys.executable, "-c", "import sys; from mlx._distributed_utils.launch "
                                                    "import main; sys.argv[0] = 'mlx.launch'; main()"]
-    cmd += ["--backend", backend, "--python", python or sys.executable]
+    if backend is None and not hostfile:
+        backend = "ring"  # a hostfile may name its own (JACCL's, from mlx.distributed_config)
+    cmd += ["--backend", backend] if backend else []
+    cmd += ["--python", python or sys.executable]
     cmd += ["--hostfile", hostfile] if hostfile else ["--hosts", hosts or "127.0.0.1", "-n", str(ranks)]
     if starting_port is not None:
         cmd += ["--starting-port", str(starting_port)]
@@ -122,12 +127,13 @@ def run_launcher(cmd: list[str]) -> int:
               "reached with ssh, except this machine")
 @click.option("--hostfile", type=click.Path(dir_okay=False),
               help="mlx.launch's JSON hostfile: ssh names, IPs, backend, RDMA devices (docs/distributed.md)")
-@click.option("--backend", type=click.Choice(BACKENDS), default="ring", show_default=True,
-              help="ring: TCP (Ethernet, Thunderbolt bridge); mpi: mpirun; jaccl: RDMA over Thunderbolt 5")
+@click.option("--backend", type=click.Choice(BACKENDS),
+              help="ring: TCP (Ethernet, Thunderbolt bridge); mpi: mpirun; jaccl: RDMA over Thunderbolt 5  "
+                   "[default: the hostfile's, else ring]")
 @click.option("--starting-port", type=int, help="ring: the first port (one per rank)  [default: mlx.launch's]")
 @click.option("--python", help="the python that runs fs_mlx on every host  [default: this one]")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def launch(ranks: int, hosts: str | None, hostfile: str | None, backend: str,
+def launch(ranks: int, hosts: str | None, hostfile: str | None, backend: str | None,
            starting_port: int | None, python: str | None, command: tuple[str, ...]) -> None:
     """Run an fsx COMMAND on N ranks that share one model (after --: generate, run, bench, logits).
 
