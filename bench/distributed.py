@@ -1,9 +1,10 @@
 """Two (or N) ranks against one process: equality, memory per rank, collective latency, mlx-lm.
 
-    mlx.launch -n 2 --backend ring --python $(which python) bench/distributed.py MODEL tensor
-    mlx.launch -n 2 --backend ring --python $(which python) bench/distributed.py MODEL pipeline --mlx-lm
+    mlx.launch -n 2 --backend ring --python $(which python) -- bench/distributed.py MODEL tensor --mlx-lm
+    mlx.launch -n 2 --backend ring --python $(which python) -- bench/distributed.py MODEL pipeline
 
-(with PYTHONPATH pointing at this checkout if fs-mlx is not installed). Every rank:
+(with PYTHONPATH pointing at this checkout if fs-mlx is not installed; the `--` matters:
+mlx.launch would take an abbreviated option of ours for one of its own). Every rank:
 
 1. loads its share (`load(MODEL, parallel=MODE)`): load time, memory held after loading
    (mx.get_active_memory), peak while loading (mx.get_peak_memory), and the process's
@@ -111,7 +112,7 @@ def main() -> None:
     ap.add_argument("mode", choices=["tensor", "pipeline"])
     ap.add_argument("--quantize", type=int, choices=[4, 8])
     ap.add_argument("--mlx-lm", action="store_true", help="also mlx-lm's sharding (tensor mode)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per engine")
     ap.add_argument("--gen", type=int, default=32, help="tokens decoded per timed run")
     a = ap.parse_args()
     global GEN
@@ -130,7 +131,7 @@ def main() -> None:
               "per_rank": per_rank}
     report["collectives"] = time_collectives(world, lm, a.mode)
     say(f"collectives {report['collectives']}")
-    report["decode_tps_split"] = [round(decode_tps(lm), 2) for _ in range(a.repeat)]
+    report["decode_tps_split"] = [round(decode_tps(lm), 2) for _ in range(a.runs)]
     say(f"decode {report['decode_tps_split']}")
     if a.mlx_lm:
         from mlx_lm import stream_generate as lm_stream
@@ -142,7 +143,7 @@ def main() -> None:
         mlm.set_dtype(mx.float32)  # fsx computes in float32 on the CPU: same arithmetic
         ids = random.Random(0).choices(range(min(lm.config.vocab_size, 1000)), k=64)
         fsx_tps, mlx_tps = [], []
-        for _ in range(a.repeat):
+        for _ in range(a.runs):
             fsx_tps.append(decode_tps(lm))
             for r in lm_stream(mlm, tok, ids, max_tokens=GEN, sampler=make_sampler(temp=0.0)):
                 pass
@@ -158,7 +159,7 @@ def main() -> None:
         whole, wstats, wlogits, wgreedy = load_and_run(a.model, None, quantize)
         wstats["vm_hwm_mb_note"] = "after the split run in the same process: not comparable"
         report["single"] = wstats
-        report["single"]["decode_tps"] = [round(decode_tps(whole), 2) for _ in range(a.repeat)]
+        report["single"]["decode_tps"] = [round(decode_tps(whole), 2) for _ in range(a.runs)]
         report["max_abs_logit_diff"] = float(np.abs(wlogits - logits).max())
         report["logit_scale"] = float(np.abs(wlogits).max())
         report["greedy_identical"] = wgreedy == greedy
