@@ -45,6 +45,9 @@ from .config import ModelConfig
 from .transformer import TransformerBody
 
 MODES = ("tensor", "pipeline")
+# Tensor parallelism knows these layouts (q/k/v, o, gate/up, down as separate
+# dense or quantized layers); pipeline mode moves whole layers of any family.
+TENSOR_FAMILIES = ("llama", "qwen3")
 
 # Tensor parallelism: which layers split along their outputs (rows of the stored
 # [out, in] matrix) and which along their inputs (columns).
@@ -87,6 +90,9 @@ class Split:
 
 def tensor_config(config: ModelConfig, n: int) -> ModelConfig:
     """The config of one rank's share: 1/n of the heads and of the MLP width."""
+    if config.model_type not in TENSOR_FAMILIES:
+        raise FsxError(f"--parallel tensor supports {' and '.join(TENSOR_FAMILIES)} checkpoints, "
+                       f"not {config.model_type}; use --parallel pipeline (splits layers, any family)")
     hq, hkv, inter = config.num_attention_heads, config.num_key_value_heads, config.intermediate_size
     for what, count in (("num_attention_heads", hq), ("num_key_value_heads", hkv),
                         ("intermediate_size", inter)):
@@ -202,10 +208,11 @@ class PipelineBody(TransformerBody):
         B, L = tokens.shape
         dtype = self.norm.weight.dtype
         if rank == 0:
-            h = self.embed_tokens(tokens).astype(dtype)  # [B, L, hidden]
+            h = self.embed(tokens)  # [B, L, hidden]
         else:
             h = mx.distributed.recv((B, L, self.norm.weight.shape[0]), dtype, rank - 1, group=self.group)
-        mask = "causal" if L > 1 else None
+        # as in TransformerBody: the cache knows which keys each query may see
+        mask = cache[0].make_mask(L) if cache is not None else ("causal" if L > 1 else None)
         for i, layer in enumerate(self.layers):
             h = layer(h, mask, cache[i] if cache is not None else None)
         if rank < n - 1:

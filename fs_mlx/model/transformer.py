@@ -209,12 +209,17 @@ class TransformerBody(nn.Module):
         # Gemma: embeddings times sqrt(hidden), rounded to the activations' dtype as transformers does
         self.embed_multiplier = math.sqrt(c.hidden_size) if c.embed_scale else None
 
-    def __call__(self, tokens: mx.array, cache=None, trace: dict | None = None) -> mx.array:
+    def embed(self, tokens: mx.array) -> mx.array:
+        """tokens [B, L] -> [B, L, hidden], in the activations' dtype."""
         h = self.embed_tokens(tokens)  # [B, L, hidden]
         if h.dtype != self.norm.weight.dtype:  # quantized embeddings dequantize to their scales' dtype
             h = h.astype(self.norm.weight.dtype)
         if self.embed_multiplier is not None:
             h = h * mx.array(self.embed_multiplier, dtype=h.dtype)
+        return h
+
+    def __call__(self, tokens: mx.array, cache=None, trace: dict | None = None) -> mx.array:
+        h = self.embed(tokens)  # [B, L, hidden]
         if trace is not None:
             trace["embed"] = h
         # The cache knows which keys each query may see (a batched cache: per row);
