@@ -43,6 +43,16 @@ SHAPES = {
         rope_theta=100000.0, rms_norm_eps=1e-5, max_position_embeddings=8192,
         attention_bias=False, mlp_bias=False, hidden_act="silu",
     ),
+    # Qwen/Qwen3-30B-A3B's config.json scaled down (issue 14's MoE benchmark): 8 experts,
+    # top 2, hidden 512, 8 layers; the real one has 128 experts, top 8, hidden 2048, 48 layers.
+    "qwen3-moe-small": dict(
+        architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", hidden_size=512,
+        num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
+        intermediate_size=1536, moe_intermediate_size=512, num_experts=8, num_experts_per_tok=2,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], vocab_size=32768,
+        tie_word_embeddings=False, rope_theta=1000000.0, rms_norm_eps=1e-6,
+        max_position_embeddings=40960, attention_bias=False, hidden_act="silu",
+    ),
 }
 DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 
@@ -60,10 +70,18 @@ def tensor_shapes(c: dict) -> dict[str, tuple[int, ...]]:
             p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
             p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
             p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
-            p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
-            p + "mlp.down_proj.weight": (h, inter),
         })
-        if c["model_type"] == "qwen3":
+        if c["model_type"] == "qwen3_moe":  # Hugging Face's layout: the router and each expert
+            e_inter = c["moe_intermediate_size"]
+            shapes[p + "mlp.gate.weight"] = (c["num_experts"], h)
+            for e in range(c["num_experts"]):
+                shapes.update({p + f"mlp.experts.{e}.gate_proj.weight": (e_inter, h),
+                               p + f"mlp.experts.{e}.up_proj.weight": (e_inter, h),
+                               p + f"mlp.experts.{e}.down_proj.weight": (h, e_inter)})
+        else:
+            shapes.update({p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
+                           p + "mlp.down_proj.weight": (h, inter)})
+        if c["model_type"] in ("qwen3", "qwen3_moe"):
             shapes[p + "self_attn.q_norm.weight"] = (d,)
             shapes[p + "self_attn.k_norm.weight"] = (d,)
     return shapes
