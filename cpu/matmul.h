@@ -41,7 +41,7 @@ namespace fsx_cpu {
 constexpr int kMaxRows = 8; // rows_kernel up to here, gemm above
 constexpr int NR = 16; // gemm tile: outputs
 constexpr int MR = 6; // gemm micro-kernel: rows of X
-constexpr int KC = 256; // gemm tile: depth
+constexpr int KC = 64; // gemm tile: depth (short FMA chains: float32 error like the few-row path)
 
 // ---------------------------------------------------------------- few rows
 
