@@ -19,8 +19,8 @@
 //
 // Many rows, M > kMaxRows (prefill): gemm. The columns of Y are cut into
 // tiles of NR = 16 outputs, one tile per chunk of work; K into blocks of KC =
-// 256. For each (tile, block) the 16 × 256 slice of W is dequantized once into
-// a k-major buffer (16 KiB: L1), then MR = 6 rows of X at a time are
+// 64. For each (tile, block) the 16 × 64 slice of W is dequantized once into
+// a k-major buffer (4 KiB: L1), then MR = 6 rows of X at a time are
 // multiplied against it by the micro-kernel: 6 × 16 outputs in 12 f32x8
 // accumulators, each k one broadcast of x per row and two loads of the tile —
 // 12 FMAs per 8 loads, no horizontal sums. Each weight is dequantized once per
