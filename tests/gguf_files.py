@@ -66,8 +66,13 @@ def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gp
         plain = c.rope_theta ** (np.arange(0, c.head_dim, 2) / c.head_dim)
         periods = np.array(llama3_periods(c.head_dim, c.rope_theta, c.rope_scaling))
         w.add_tensor("rope_freqs.weight", (periods / plain).astype(np.float32))
-    for k, v in (extra_meta or {}).items():
-        w.add_string(k, v)
+    for k, v in (extra_meta or {}).items():  # a later value replaces the one written above
+        if isinstance(v, list):
+            w.add_array(k, v)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            w.add_uint32(k, v)
+        else:
+            w.add_string(k, v)
     names = _hf_to_gguf(c)
     for hf, t in stored_weights(model).items():
         name = names[hf]

