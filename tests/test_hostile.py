@@ -112,6 +112,11 @@ CASES = [
     ("shard-absolute", shard_index("/etc/passwd"), LOGITS, None, "leaves the model folder"),
     ("shard-link-out", indexed_link_out, LOGITS, None, "leaves the model folder"),
     ("weights-link-out", link_out, LOGITS, None, "a link that leaves the model folder"),
+    ("tokenizer-fifo", lambda m: make_fifo(m / "tokenizer.json"), LOGITS, None, "tokenizer.json: not a regular file (a FIFO)"),
+    ("tokenizer-config-deep", lambda m: (m / "tokenizer_config.json").write_bytes(deep_json(5000)), LOGITS, None,
+     "nested deeper than 64 levels"),
+    ("chat-template-fifo", lambda m: make_fifo(m / "chat_template.jinja"), ("generate", "{m}", "-p", "hi", "-n", "1"),
+     None, "chat_template.jinja: not a regular file (a FIFO)"),
     # command-line options and input, checked before loading
     ("seed-neg", None, ("generate", "{m}", "-p", "hi", "--seed", "-1"), None, "seed must be in [0, 2**64)"),
     ("top-k-huge", None, ("generate", "{m}", "-p", "hi", "--top-k", str(10**20)), None, "top-k must be >= 0 and <= 16777216"),
@@ -143,6 +148,21 @@ def test_hostile_input_gets_one_clear_line(name, setup, args, stdin, message, ti
     assert r.exit_code in (1, 2), r.output
     assert "internal error" not in r.output and "Traceback" not in r.output, r.output
     assert len(errors) == 1 and message in errors[0], r.output
+
+
+def test_generation_config_values_are_only_recommendations(tiny_dir, tmp_path):
+    """generation_config.json's ids and sampling values are only recommendations: wrong ones are
+    skipped and the model runs; a file that is not sane JSON is still one clear line."""
+    m = copy_checkpoint(tiny_dir, tmp_path / "m")
+    (m / "generation_config.json").write_text('{"eos_token_id": "end", "bos_token_id": [1], "do_sample": true, '
+                                              '"top_k": true, "temperature": "hot"}')
+    with time_limit(20):
+        r = CliRunner().invoke(main, ["generate", str(m), "-p", "hi", "-n", "2"])
+    assert r.exit_code == 0, r.output
+    (m / "generation_config.json").write_bytes(deep_json(5000))
+    with time_limit(20):
+        r = CliRunner().invoke(main, ["generate", str(m), "-p", "hi", "-n", "2"])
+    assert r.exit_code == 1 and "generation_config.json: JSON nested deeper than 64 levels" in r.output
 
 
 def test_the_good_checkpoint_still_runs(tiny_dir):

@@ -9,7 +9,6 @@ one starts a text (BOS), and the chat template.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from tokenizers import Tokenizer as HFTokenizer
 
 from ..errors import FsxError
+from ..files import read_bytes, read_json
 
 
 @dataclass
@@ -51,12 +51,13 @@ class Tokenizer:
     def from_dir(cls, model_dir: Path) -> "Tokenizer":
         model_dir = Path(model_dir)
         path = model_dir / "tokenizer.json"
-        if not path.is_file():
+        if not path.exists():
             raise FsxError(f"{model_dir}: no tokenizer.json")
+        data = read_bytes(path, MAX_TOKENIZER_BYTES)  # a regular file, of a sane size
         try:
-            backend = HFTokenizer.from_file(str(path))
+            backend = HFTokenizer.from_str(data.decode("utf-8"))
         except Exception as e:  # tokenizers raises plain Exception subclasses
-            raise FsxError(f"{path}: cannot parse tokenizer: {e}") from None
+            raise FsxError(f"{path}: cannot parse tokenizer: {str(e)[:300]}") from None
 
         config = _read_json(model_dir / "config.json")
         gen_config = _read_json(model_dir / "generation_config.json")
@@ -72,9 +73,11 @@ class Tokenizer:
         eos: list[int] = []
         for source in (config.get("eos_token_id"), gen_config.get("eos_token_id")):
             eos += source if isinstance(source, list) else [source] if source is not None else []
+        eos = [i for i in eos if _is_id(i)]  # config.json's were validated; the others were not
         if "eos_token" in special and backend.token_to_id(special["eos_token"]) is not None:
             eos.append(backend.token_to_id(special["eos_token"]))
         bos = config.get("bos_token_id", gen_config.get("bos_token_id"))
+        bos = bos if _is_id(bos) else None
         if bos is None and "bos_token" in special:
             bos = backend.token_to_id(special["bos_token"])
 
@@ -88,13 +91,18 @@ class Tokenizer:
         )
 
 
+MAX_TOKENIZER_BYTES = 256 * 1024 * 1024  # tokenizer.json: Gemma 3's is 33 MB
+MAX_TEMPLATE_BYTES = 1024 * 1024  # chat_template.jinja: real ones are < 20 kB
+
+
+def _is_id(i: Any) -> bool:
+    return isinstance(i, int) and not isinstance(i, bool) and i >= 0
+
+
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FsxError(f"{path}: not valid JSON: {e}") from None
+    d = read_json(path)  # a regular file, bounded in size and nesting
     return d if isinstance(d, dict) else {}
 
 
@@ -107,8 +115,11 @@ def _token_text(tok: Any) -> str | None:
 
 def _chat_template(model_dir: Path, tok_config: dict[str, Any]) -> str | None:
     jinja = model_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text()
+    if jinja.exists():
+        try:
+            return read_bytes(jinja, MAX_TEMPLATE_BYTES).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FsxError(f"{jinja}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     template = tok_config.get("chat_template")
     if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}

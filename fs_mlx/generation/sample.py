@@ -11,7 +11,6 @@ filters), so the same settings mean the same thing here and there.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable
 import mlx.core as mx
 
 from ..errors import FsxError
+from ..files import read_json
 
 Sampler = Callable[..., mx.array]  # (logits [B, V], key=None) -> tokens [B]; key: a PRNG key
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]  # (past tokens [T], logits [B, V])
@@ -79,16 +79,16 @@ def checkpoint_defaults(model_dir: Path | None) -> dict:
     do_sample false (or none at all) means greedy.
     """
     path = Path(model_dir) / "generation_config.json" if model_dir else None
-    if path is None or not path.is_file():
+    if path is None or not path.exists():
         return {}
     try:
-        g = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        g = read_json(path)
+    except FsxError:  # a broken file recommends nothing (the model still runs)
         return {}
-    if not g.get("do_sample", False):
+    if not isinstance(g, dict) or not g.get("do_sample", False):
         return {"temperature": 0.0}
     keys = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty"}
-    return {k: g[k] for k in keys if isinstance(g.get(k), (int, float))}
+    return {k: g[k] for k in keys if isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)}
 
 
 def resolve_params(user: dict, defaults: dict) -> tuple[SamplingParams, str]:
