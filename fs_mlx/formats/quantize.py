@@ -21,7 +21,7 @@ from typing import Any
 import mlx.core as mx
 
 from ..errors import FsxError
-from ..files import atomic_dir, read_json
+from ..files import atomic_dir
 from ..model.config import FLOAT_DTYPES
 from ..model.quantized import check_spec
 from ..model.moe import SparseMoE, SwitchLinear
@@ -136,13 +136,9 @@ def write_quantized(source: Path, out: Path, bits: int, group_size: int, progres
 
 def _read_config(source: Path) -> dict[str, Any]:
     """config.json as written (mlx-lm needs its own fields back, not just ours)."""
-    path = Path(source) / "config.json"
-    if not path.exists():
-        raise FsxError(f"{source}: no config.json (expected a Hugging Face model directory)")
-    raw = read_json(path)
-    if not isinstance(raw, dict):
-        raise FsxError(f"{path}: expected a JSON object")
-    return raw
+    from ..model.config import read_config_json
+
+    return read_config_json(source)
 
 
 def _save_shards(folder: Path, tensors: dict[str, mx.array], progress=None) -> None:

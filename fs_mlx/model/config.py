@@ -327,14 +327,19 @@ def _type_name(e: dict) -> str:
     return re.sub(r"constrained-int", "int", loc[0]) if loc else e["type"].removesuffix("_type")
 
 
-def load_config(model_dir: Path) -> ModelConfig:
+def read_config_json(model_dir: Path) -> dict[str, Any]:
+    """config.json as written: a bounded, regular-file JSON object (or one clear error)."""
     path = Path(model_dir) / "config.json"
     if not path.exists():
         raise FsxError(f"{model_dir}: no config.json (expected a Hugging Face model directory)")
     d = read_json(path)
     if not isinstance(d, dict):
         raise FsxError(f"{path}: expected a JSON object")
-    return ModelConfig.from_dict(d, source=str(path))
+    return d
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    return ModelConfig.from_dict(read_config_json(model_dir), source=str(Path(model_dir) / "config.json"))
 
 
 # --- the config against the weights ------------------------------------------------
