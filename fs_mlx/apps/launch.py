@@ -64,12 +64,12 @@ def launcher_command(ranks: int, hosts: str | None, hostfile: str | None, backen
     args = list(args)
     if args[0] == "fsx":
         args = args[1:]
-    from .cli import main
-
-    if not args or args[0] not in main.commands:
+    ctx = click.get_current_context(silent=True)  # the fsx group, when run as `fsx launch`
+    commands = ctx.find_root().command.commands if ctx else {}
+    if not args or (commands and args[0] not in commands):
         name = args[0] if args else ""
         raise FsxError(f"fsx launch: {name!r} is not an fsx command "
-                       f"(one of: {', '.join(sorted(c for c in main.commands if c != 'launch'))})")
+                       f"(one of: {', '.join(sorted(c for c in commands if c != 'launch'))})")
     if args[0] not in SPLIT_COMMANDS:
         raise FsxError(f"fsx launch runs {', '.join(SPLIT_COMMANDS)} on several ranks; "
                        f"`fsx {args[0]}` does not split a model across ranks")

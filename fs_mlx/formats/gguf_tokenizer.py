@@ -12,12 +12,16 @@ SmolLM, Llama 3) and SentencePiece BPE ("llama": TinyLlama, Llama 2, Mistral
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import FsxError
 
-if TYPE_CHECKING:
-    from .gguf import GGUFHeader
+
+class GGUFHeader(Protocol):
+    """What the tokenizer reads of formats/gguf.py's GGUFHeader (this module does not import the reader)."""
+
+    path: object
+    metadata: dict
 
 # tokenizer.ggml.pre -> how text is split before BPE (the regexes are the
 # tokenizer.json ones of the original models; llama.cpp has the same list).

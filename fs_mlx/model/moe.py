@@ -26,7 +26,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-from .transformer import Linear
+from .layers import Linear
 
 
 class SwitchLinear(nn.Module):

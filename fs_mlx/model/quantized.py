@@ -34,7 +34,7 @@ from mlx.utils import tree_map_with_path
 
 from ..errors import FsxError
 from .moe import QuantizedSwitchLinear, SwitchLinear
-from .transformer import Embedding, Linear
+from .layers import Embedding, Linear
 
 SUPPORTED_BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
