@@ -24,13 +24,27 @@ from fs_mlx.formats import gguf
 Q = ggufpy.GGMLQuantizationType
 
 # The pre-tokenizers test_gguf checks against transformers' GGUF tokenizer, and the strings.
-PRE_TOKENIZERS = ["qwen2", "smollm", "llama-bpe", "default"]
+# qwen2: Qwen2/2.5/2.5-Coder and Qwen3(-MoE) files; gpt-4o: Phi-4-mini; tekken: Mistral Nemo, Ministral.
+PRE_TOKENIZERS = ["qwen2", "smollm", "llama-bpe", "default", "gpt-4o", "tekken"]
 TOKENIZER_TEXTS = ["the quick brown fox", "  hello   world\n\n", "x = 12345 + 3.14", "don't WE'LL",
-                   "<|im_start|>hi<|im_end|>", "émoji 🤗 中文", "def f(x): return x\t"]
+                   "<|im_start|>hi<|im_end|>", "émoji 🤗 中文", "def f(x): return x\t",
+                   "CamelCase HTTPServer i'm 1234567 a/b/\r\n", "e\u0301 (e + combining acute)"]
 # SentencePiece ("llama") vocabularies: the shared strings, then what only SentencePiece does
 # differently (the "▁" prefix, runs of spaces, newlines, a character not in the vocab -> bytes).
 SPM_TEXTS = TOKENIZER_TEXTS + [" leading space", "multiple   spaces  here ", "line one\nline two\n\nend\n",
                                "unseen Ω and ẞ", "<s>literal</s> <unk>", ""]
+# Gemma's vocabulary (gemma, gemma2, gemma3 files): what its variant does differently (no "▁" in
+# front, space runs and newline runs as tokens, turn markers and user-defined tags inside text).
+GEMMA_TEXTS = SPM_TEXTS + [
+    "<start_of_turn>user\nWrite  code:\n\n    x = 1<end_of_turn>\n<start_of_turn>model\n",
+    "   three, then\ttab\t\tand\n\n\n\nfour newlines", "<h1>Title</h1><table>", "<bos>text<eos> <pad>",
+    "Ça coûte 5€ — «déjà»", "e\u0301 (e + combining acute)", "  ", "\n",
+]
+# Phi-3's vocabulary: its turn markers, and the "▁" its normalizer puts after each special token.
+PHI3_TEXTS = SPM_TEXTS + [
+    "<|user|>\nHello  there<|end|>\n<|assistant|>\n", "<|system|>You are helpful.<|end|><|user|> hi<|end|>",
+    "  two leading spaces", "<|endoftext|>", "e\u0301 (e + combining acute)",
+]
 
 
 def write_gguf(path, model, *, arch=None, types=None, pre="qwen2", tok_model="gpt2", permute=None,
@@ -112,24 +126,50 @@ def _add_byte_level_tokenizer(w, c, tok_model, pre):
     w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}")
 
 
-def _add_spm_tokenizer(w, spm: dict):
-    """What llama.cpp's convert_hf_to_gguf.py `_set_vocab_sentencepiece` writes."""
+def _add_spm_tokenizer(w, spm: dict, n_vocab: int | None = None):
+    """What llama.cpp's convert_hf_to_gguf.py `_set_vocab_sentencepiece` writes.
+
+    n_vocab: the model's vocabulary size when it is larger than the tokenizer's; llama.cpp's
+    converter fills the rest with "[PAD<i>]" tokens of type UNUSED (5), score -10000.
+    Gemma files also say add_space_prefix = false (Gemma*Model.set_vocab), Gemma 2's eot.
+    """
+    tokens, scores, types = list(spm["tokens"]), [float(x) for x in spm["scores"]], list(spm["token_types"])
+    for i in range(len(tokens), n_vocab or 0):
+        tokens.append(f"[PAD{i}]")
+        scores.append(-10000.0)
+        types.append(5)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
-    w.add_token_list(spm["tokens"])
-    w.add_token_scores([float(x) for x in spm["scores"]])
-    w.add_token_types(spm["token_types"])
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
     w.add_bos_token_id(spm["bos_token_id"])
     w.add_eos_token_id(spm["eos_token_id"])
     w.add_unk_token_id(spm["unknown_token_id"])
+    if "padding_token_id" in spm:
+        w.add_pad_token_id(spm["padding_token_id"])
     w.add_add_bos_token(spm["add_bos_token"])
     w.add_add_eos_token(spm["add_eos_token"])
+    if "add_space_prefix" in spm:
+        w.add_add_space_prefix(spm["add_space_prefix"])
+    if "chat_template" in spm:
+        w.add_chat_template(spm["chat_template"])
 
 
-def spm_tokenizer_gguf(path, spm: dict) -> Path:
-    """A llama-architecture file with a SentencePiece vocabulary (TinyLlama / Llama 2 style)."""
+# A SentencePiece vocabulary in a file of each architecture: Llama 2 style in a random llama
+# model; Gemma 3 and Phi-3 in the golden checkpoints of those families (golden_gguf), so the
+# same file also runs end to end. Gemma and Gemma 2 files have no model here (the tokenizer
+# reads the header only): a random llama model under their architecture name.
+SPM_GOLDEN_CHECKPOINT = {"gemma3": "gemma3-tiny", "phi3": "phi3-tiny"}
+
+
+def spm_tokenizer_gguf(path, spm: dict, arch: str = "llama") -> Path:
+    """A file with a SentencePiece vocabulary (TinyLlama / Llama 2 style for arch "llama")."""
+    if arch in SPM_GOLDEN_CHECKPOINT:
+        cfg, tensors = read_checkpoint(GOLDEN_CHECKPOINTS / SPM_GOLDEN_CHECKPOINT[arch])
+        return golden_gguf(Path(path), cfg, tensors, spm=spm)
     model = random_model(model_type="llama", vocab_size=len(spm["tokens"]))
-    return write_gguf(Path(path), model, spm=spm, permute=True)
+    return write_gguf(Path(path), model, arch=arch, spm=spm, permute=True)
 
 
 def random_q6_k(shape):
@@ -175,6 +215,7 @@ def tokenizer_metadata_sha256(path) -> str:
 
 # --- the golden checkpoints of the newer families, as llama.cpp's converter writes them ------
 
+GOLDEN_CHECKPOINTS = Path(__file__).resolve().parent.parent / "golden" / "checkpoints"
 GGUF_ARCH = {"qwen2": ggufpy.MODEL_ARCH.QWEN2, "gemma3_text": ggufpy.MODEL_ARCH.GEMMA3,
              "phi3": ggufpy.MODEL_ARCH.PHI3, "qwen3_moe": ggufpy.MODEL_ARCH.QWEN3MOE}
 
@@ -189,13 +230,14 @@ def read_checkpoint(folder: Path) -> tuple[dict, dict]:
     return json.loads((folder / "config.json").read_text()), tensors
 
 
-def golden_gguf(path, cfg: dict, tensors: dict, qtype=None) -> Path:
+def golden_gguf(path, cfg: dict, tensors: dict, qtype=None, spm: dict | None = None) -> Path:
     """A golden checkpoint (golden/checkpoints/<name>) as llama.cpp's convert_hf_to_gguf.py
     writes it: names from gguf-py's own TensorNameMap (llama.cpp's table), Qwen3-MoE's
     experts stacked [E, out, in], Gemma's norms stored as 1 + w, Phi-3's LongRoPE factors
     as the rope_factors_long/short tensors, config.json's fields as metadata. `qwen2`/`qwen3moe`
     /`gemma3`/`phi3` files rotate with NeoX RoPE: no Q/K permutation. The tokenizer is the
-    tests' byte-level one (ids only are compared). qtype: quantize every matrix to it."""
+    tests' byte-level one (ids only are compared), or the SentencePiece vocabulary `spm` (padded
+    to the model's vocabulary as llama.cpp pads it). qtype: quantize every matrix to it."""
     tensors = dict(tensors)
     arch = GGUF_ARCH[cfg["model_type"]]
     arch_name = ggufpy.MODEL_ARCH_NAMES[arch]
@@ -252,8 +294,11 @@ def golden_gguf(path, cfg: dict, tensors: dict, qtype=None) -> Path:
         w.add_expert_count(cfg.get("num_experts") or cfg["num_local_experts"])
         w.add_expert_used_count(cfg["num_experts_per_tok"])
         w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
-    _add_byte_level_tokenizer(w, dataclasses.make_dataclass("C", ["vocab_size"])(cfg["vocab_size"]),
-                              "gpt2", "qwen2")
+    if spm is not None:
+        _add_spm_tokenizer(w, spm, n_vocab=cfg["vocab_size"])
+    else:
+        _add_byte_level_tokenizer(w, dataclasses.make_dataclass("C", ["vocab_size"])(cfg["vocab_size"]),
+                                  "gpt2", "qwen2")
     for hf, a in tensors.items():
         name = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
         assert name is not None, hf

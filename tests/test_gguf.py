@@ -27,6 +27,8 @@ from click.testing import CliRunner
 
 from checkpoints import random_model
 from gguf_files import (
+    GEMMA_TEXTS,
+    PHI3_TEXTS,
     PRE_TOKENIZERS,
     SPM_TEXTS,
     TOKENIZER_TEXTS,
@@ -325,54 +327,130 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(tmp_path, pre):
     ours = load_tokenizer(path)
     for case in want["cases"]:
         text = case["text"]
-        # transformers has no smollm entry and falls back to GPT-2's regex; the only
-        # difference is SmolLM's digit splitting, which this vocabulary cannot show
-        # (it has no multi-digit tokens, like SmolLM2's own).
         assert ours.encode(text) == case["ids"], (pre, text)
         assert ours.decode(ours.encode(text)) == case["decoded"], (pre, text)
+        # The pieces before BPE: this vocabulary is too small for the split regexes to change
+        # the ids ("CamelCase", "1234567", "i'm" are cut differently by each), the pieces show it.
+        pieces = _splits(ours.backend, text)
+        if pre == "smollm":
+            # transformers has no smollm entry and falls back to GPT-2's regex; we also cut digits
+            # one by one, as SmolLM's tokenizer.json and llama.cpp do. The ids cannot differ for a
+            # SmolLM vocabulary (no multi-digit tokens, like this one): the same text, cut finer.
+            assert "".join(pieces) == "".join(case["splits"]) and len(pieces) >= len(case["splits"]), text
+        else:
+            assert pieces == case["splits"], (pre, text)
+
+
+def _splits(backend, text):
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    return [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+
+
+# --- SentencePiece vocabularies: Llama 2 style, Gemma, Phi-3 -------------------------
+
+SPM_CASES = {"sentencepiece": SPM_TEXTS, "gemma": GEMMA_TEXTS, "phi3": PHI3_TEXTS}
 
 
 @pytest.fixture(scope="module")
-def spm_ref():
-    return json.loads(GGUF_TOKENIZERS.read_text())["sentencepiece"]
+def spm_refs():
+    recorded = json.loads(GGUF_TOKENIZERS.read_text())
+    return {name: recorded[name] for name in SPM_CASES}
 
 
 @pytest.fixture(scope="module")
-def spm_gguf(tmp_path_factory, spm_ref):
-    """A llama file with a SentencePiece ("llama") vocabulary, as TinyLlama / Llama 2 ship."""
-    return spm_tokenizer_gguf(tmp_path_factory.mktemp("spm") / "spm.gguf", spm_ref["vocab"])
+def spm_ref(spm_refs):
+    return spm_refs["sentencepiece"]
 
 
-def test_sentencepiece_tokenizer_matches_transformers_gguf_tokenizer(spm_gguf, spm_ref):
-    # transformers' GGUF tokenizer (a LlamaTokenizer built from tokens + scores) on this same
-    # file, recorded by golden/make_gguf_tokenizer_reference.py from the same recorded vocabulary.
-    assert tokenizer_metadata_sha256(spm_gguf) == spm_ref["tokenizer_metadata_sha256"], (
-        "tests/gguf_files.py now writes other tokenizer metadata than was recorded: "
-        "re-run golden/make_gguf_tokenizer_reference.py")
-    assert [case["text"] for case in spm_ref["cases"]] == SPM_TEXTS
-    ours = load_tokenizer(spm_gguf)
-    for case in spm_ref["cases"]:
+@pytest.fixture(scope="module")
+def spm_files(tmp_path_factory, spm_refs):
+    """One file per recorded vocabulary, as the recording script wrote it: a random llama model
+    (Llama 2 style), the golden gemma3-tiny and phi3-tiny checkpoints (Gemma, Phi-3)."""
+    folder = tmp_path_factory.mktemp("spm")
+    return {name: spm_tokenizer_gguf(folder / f"{name}.gguf", ref["vocab"], ref["architecture"])
+            for name, ref in spm_refs.items()}
+
+
+@pytest.fixture(scope="module")
+def spm_gguf(spm_files):
+    return spm_files["sentencepiece"]
+
+
+def _check_against_transformers(ours, ref, texts):
+    assert [case["text"] for case in ref["cases"]] == texts
+    for case in ref["cases"]:
         text = case["text"]
         assert ours.encode(text) == case["ids"], text  # BOS first: add_bos_token
         assert ours.encode(text, add_special_tokens=False) == case["ids_no_special"], text
         assert [ours.id_to_token(i) for i in case["ids_no_special"]] == case["tokens_no_special"], text
         assert ours.decode(case["ids"]) == case["decoded"], text
-    # What the SentencePiece-specific strings exercise, spelled out.
-    by_text = {case["text"]: case for case in spm_ref["cases"]}
-    assert by_text[" leading space"]["tokens_no_special"][0].startswith("▁")
-    assert "<0xCE>" in by_text["unseen Ω and ẞ"]["tokens_no_special"]  # byte fallback
-    assert by_text[""]["ids"] == [spm_ref["vocab"]["bos_token_id"]]
-    vocab = spm_ref["vocab"]
+        if "decoded_skip_special" in case:
+            assert ours.decode(case["ids"], skip_special_tokens=True) == case["decoded_skip_special"], text
+
+
+@pytest.mark.parametrize("name", list(SPM_CASES))
+def test_sentencepiece_tokenizer_matches_transformers_gguf_tokenizer(spm_files, spm_refs, name):
+    # transformers' GGUF tokenizer on this same file (LlamaTokenizer for llama, GemmaTokenizer for
+    # gemma3, LlamaTokenizer with Phi-3's normalizer for phi3), recorded by
+    # golden/make_gguf_tokenizer_reference.py from the same recorded vocabulary.
+    ref = spm_refs[name]
+    assert tokenizer_metadata_sha256(spm_files[name]) == ref["tokenizer_metadata_sha256"], (
+        "tests/gguf_files.py now writes other tokenizer metadata than was recorded: "
+        "re-run golden/make_gguf_tokenizer_reference.py")
+    ours = load_tokenizer(spm_files[name])
+    _check_against_transformers(ours, ref, SPM_CASES[name])
+    vocab = ref["vocab"]
     assert ours.bos_token_id == vocab["bos_token_id"] and ours.eos_token_ids == [vocab["eos_token_id"]]
-    assert ours.decode(ours.encode("héllo wörld 🦀"), skip_special_tokens=True) == "héllo wörld 🦀"
+    assert ours.decode(ours.encode("héllo wörld 🦀"), skip_special_tokens=True).endswith("héllo wörld 🦀")
 
 
-def test_sentencepiece_variants_we_do_not_build_are_refused(tmp_path, spm_ref):
-    # transformers builds Gemma's and Phi-3's SentencePiece vocabularies its own way.
-    model = random_model(model_type="llama", vocab_size=len(spm_ref["vocab"]["tokens"]))
-    path = write_gguf(tmp_path / "g.gguf", model, arch="gemma", spm=spm_ref["vocab"])
-    with pytest.raises(FsxError, match="'gemma' GGUF needs gemma-specific handling"):
-        load_tokenizer(path)
+def test_sentencepiece_variants_spelled_out(spm_refs):
+    """What each variant does differently, read off transformers' recorded output."""
+    by = {name: {case["text"]: case for case in ref["cases"]} for name, ref in spm_refs.items()}
+    llama, gemma, phi3 = by["sentencepiece"], by["gemma"], by["phi3"]
+    assert llama[" leading space"]["tokens_no_special"][0].startswith("▁")
+    assert "<0xCE>" in llama["unseen Ω and ẞ"]["tokens_no_special"]  # byte fallback
+    assert llama[""]["ids"] == [spm_refs["sentencepiece"]["vocab"]["bos_token_id"]]
+    # Gemma: no "▁" in front, spaces kept on decoding; space runs found by BPE as the
+    # respelled "▁▁".. pieces; newline runs and turn markers matched whole.
+    assert gemma["the quick brown fox"]["tokens_no_special"][0] != "▁t"
+    assert gemma["  "]["tokens_no_special"] == ["▁▁"] and gemma["\n"]["tokens_no_special"] == ["\n"]
+    turn = gemma[GEMMA_TEXTS[len(SPM_TEXTS)]]["tokens_no_special"]
+    assert turn[0] == "<start_of_turn>" and "▁▁▁▁" in turn and "\n\n" in turn and "<end_of_turn>" in turn
+    assert gemma["<h1>Title</h1><table>"]["tokens_no_special"][0] == "<h1>"  # user-defined: whole
+    # Phi-3: a "▁" after every special token, and two for a leading space.
+    assert phi3["<|endoftext|>"]["tokens_no_special"] == ["<|endoftext|>"]
+    assert phi3["  two leading spaces"]["tokens_no_special"][0] == "▁▁▁"
+    assert phi3[PHI3_TEXTS[len(SPM_TEXTS)]]["tokens_no_special"][:2] == ["<|user|>", "▁"]
+
+
+def test_gemma_tokenizer_in_gemma_and_gemma2_files(tmp_path, spm_refs):
+    """transformers builds gemma, gemma2 and gemma3 vocabularies with one builder (`gemma_tokenizer`);
+    the recording script checked that a gemma2 file gives the gemma3 file's results. Its AutoTokenizer
+    refuses a gemma (1) file before the tokenizer (no config mapping); fs-mlx builds the same tokenizer."""
+    ref = spm_refs["gemma"]
+    assert ref["also_architectures"] == ["gemma2"] and list(ref["refused_architectures"]) == ["gemma"]
+    for arch in ("gemma", "gemma2"):
+        ours = load_tokenizer(spm_tokenizer_gguf(tmp_path / f"{arch}.gguf", ref["vocab"], arch))
+        _check_against_transformers(ours, ref, GEMMA_TEXTS)
+
+
+@pytest.mark.parametrize("name, checkpoint", [("gemma", "gemma3-tiny"), ("phi3", "phi3-tiny")])
+def test_sentencepiece_families_load_end_to_end(spm_files, spm_refs, name, checkpoint):
+    """The gemma3 / phi3 file with its SentencePiece vocabulary loads whole (no refusal): the
+    tokenizer is transformers', the logits are the golden checkpoint's (the bar of
+    test_newer_families_from_gguf_match_transformers, 1e-3), and fsx tokenize reads it."""
+    ref = spm_refs[name]
+    lm = load(spm_files[name])
+    assert lm.config.vocab_size == 1024 and lm.tokenizer.vocab_size == 1024  # padded with [PAD<i>]
+    case = ref["cases"][len(SPM_TEXTS)]  # the family's own first text: a chat turn
+    assert lm.tokenizer.encode(case["text"]) == case["ids"]
+    arrays = np.load(GOLDEN_DIR / "vectors" / f"{checkpoint}.npz")
+    np.testing.assert_allclose(logits_for(lm, arrays["p0_ids"].tolist()), arrays["p0_logits"], atol=1e-3, rtol=0)
+    out = CliRunner().invoke(main, ["tokenize", str(spm_files[name]), case["text"], "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == case["ids"]
 
 
 def test_sentencepiece_gguf_loads_end_to_end(spm_gguf, spm_ref):
@@ -419,7 +497,7 @@ def test_truncated_and_garbage_files(tmp_path, small_gguf):
     (dict(arch="gpt2"), "unsupported GGUF architecture 'gpt2'"),
     (dict(tok_model="t5"), "unsupported GGUF tokenizer model 't5'"),
     (dict(tok_model="llama"), "SentencePiece vocabulary lacks tokenizer.ggml.scores"),
-    (dict(pre="tekken"), "unsupported GGUF pre-tokenizer 'tekken'"),
+    (dict(pre="chatglm-bpe"), "unsupported GGUF pre-tokenizer 'chatglm-bpe'"),
     (dict(extra_meta={"qwen3.rope.scaling.type": "dynamic"}), "RoPE scaling 'dynamic'"),
     (dict(skip=("blk.1.ffn_up.weight",)), "missing tensor model.layers.1.mlp.up_proj.weight"),
     (dict(extra_meta={"general.alignment": "32"}), "malformed GGUF file (general.alignment = '32',"),

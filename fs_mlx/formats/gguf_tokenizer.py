@@ -3,11 +3,12 @@
 A GGUF carries no tokenizer.json: the vocabulary (`tokenizer.ggml.tokens`),
 the BPE merges, each token's type (normal, control, user-defined), the special
 ids and the name of the pre-tokenizer (`tokenizer.ggml.pre`) are metadata.
-From them we build the same object tokenizer.json would give: byte-level BPE,
-the split regex of the original model, special tokens matched whole. Two kinds
-of vocabulary are supported (docs/gguf.md): byte-level BPE ("gpt2": Qwen,
-SmolLM, Llama 3) and SentencePiece BPE ("llama": TinyLlama, Llama 2, Mistral
-7B v0.1), the latter built as transformers' GGUF loader builds it.
+From them we build the same object transformers' GGUF loader builds, which is
+the oracle the tests compare with (golden/make_gguf_tokenizer_reference.py).
+Two kinds of vocabulary are supported (docs/gguf.md): byte-level BPE ("gpt2":
+Qwen, SmolLM, Llama 3, Phi-4-mini, Mistral Nemo's tekken) built here, and
+SentencePiece BPE ("llama": Llama 2, Mistral 7B, Gemma, Phi-3) built in
+formats/sentencepiece.py with the variant of each architecture.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..errors import FsxError
+from . import sentencepiece
 
 
 class GGUFHeader(Protocol):
@@ -35,16 +37,32 @@ _LLAMA3 = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Mistral Nemo / Ministral ("tekken"): case changes split words, digits one by one.
+_TEKKEN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Phi-4-mini ("gpt-4o", the o200k split): as tekken, with contractions kept on the word, digits by three.
+_GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 PRE_TOKENIZERS = {
     "default": _GPT2, "gpt2": _GPT2, "smollm": _SMOLLM,
     "qwen2": _QWEN2, "deepseek-r1-qwen": _QWEN2,
-    "llama-bpe": _LLAMA3, "llama3": _LLAMA3, "llama-v3": _LLAMA3,
+    "llama-bpe": _LLAMA3, "llama3": _LLAMA3, "llama-v3": _LLAMA3, "pixtral": _LLAMA3,
+    "tekken": _TEKKEN, "gpt-4o": _GPT4O,
 }
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
+# The special tokens the constructor of the class transformers builds registers (GPT2Tokenizer,
+# LlamaTokenizer, GemmaTokenizer): special in the tokenizer whenever the vocabulary has them.
+# A name the vocabulary lacks is appended as a new token by transformers (Llama 3 files get an
+# "<|endoftext|>" at id 128256); we do not: no embedding row would have its id.
+CLASS_SPECIALS = {"gpt2": ("<|endoftext|>",), "llama": ("<unk>", "<s>", "</s>"), "phi3": ("<unk>", "<s>", "</s>"),
+                  "gemma": ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")}
 MODELS = ("gpt2", "llama")  # tokenizer.ggml.model: byte-level BPE, SentencePiece BPE
-# Architectures whose SentencePiece vocabulary transformers builds its own way (Gemma respells
-# space tokens and orders merges by position; Phi-3 prefixes with a normalizer): refused.
-_OWN_SENTENCEPIECE = ("gemma", "gemma2", "gemma3", "phi3")
 
 
 def build_tokenizer(header: GGUFHeader):
@@ -76,29 +94,26 @@ def _build(header: GGUFHeader):
     _check_types(m, where)
     types = m.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     arch = m.get("general.architecture")
-    if kind == "llama" and arch in _OWN_SENTENCEPIECE:
-        raise FsxError(f"{where}: the SentencePiece vocabulary of a {arch!r} GGUF needs {arch}-specific "
-                       "handling that fs-mlx does not have")
-    if kind == "llama":
-        backend, spelled = _sentencepiece(m, tokens, where), None
+    if kind == "llama":  # the variant (Llama 2, Gemma, Phi-3) goes by the architecture, as in transformers
+        backend = sentencepiece.build(m, tokens, arch, where)
+        defaults = CLASS_SPECIALS[sentencepiece.variant(arch)]
     else:
-        backend, spelled = _byte_level(m, tokens, where)
+        backend, defaults = _byte_level(m, tokens, where), CLASS_SPECIALS["gpt2"]
 
     # Control tokens (<|im_start|>, <s>) are special: matched whole, skipped when decoding
-    # with skip_special_tokens. User-defined ones (<think>) are matched whole too.
+    # with skip_special_tokens. So are the special tokens of the class transformers builds,
+    # whatever their type in the file (Phi-3's "</s>" is user-defined, yet skipped).
+    # User-defined ones (<think>, Gemma's "\n\n") are matched whole too. Only tokens of the
+    # vocabulary as built: a byte-level control token spelled outside the byte alphabet is a
+    # llama.cpp mislabel, Gemma's "  " is "▁▁" now (transformers skips those too).
+    vocab = backend.get_vocab(with_added_tokens=False)
     backend.add_special_tokens([
         AddedToken(t, special=True, normalized=False)
-        for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL and set(t) <= spelled
-    ] if kind == "gpt2" else [
-        # transformers' LlamaTokenizer also makes its unk token special: "<unk>" in text is one token.
-        AddedToken(t, special=True, normalized=False)
-        for i, (t, ty) in enumerate(zip(tokens, types))
-        if ty == TOKEN_CONTROL or i == _token_id(m, "unknown_token_id", len(tokens))
+        for t, ty in zip(tokens, types) if (ty == TOKEN_CONTROL or t in defaults) and t in vocab
     ])
-    vocab = backend.get_vocab(with_added_tokens=False)
     backend.add_tokens([
         AddedToken(t, special=False, normalized=False)
-        for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED and t in vocab
+        for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED and t in vocab and t not in defaults
     ])
 
     bos = _token_id(m, "bos_token_id", len(tokens))
@@ -159,56 +174,9 @@ def _token_id(m: dict, key: str, n: int) -> int | None:
     return i if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n else None
 
 
-def _sentencepiece(m: dict, tokens: list[str], where):
-    """SentencePiece BPE ("llama"), as transformers' GGUF loader builds it (a LlamaTokenizer).
-
-    The file has tokens and scores but no merges: BPE merges are recovered from the
-    scores (`_merges_from_scores`). Pieces spell a space as "▁"; a character with no
-    piece falls back to its UTF-8 bytes, the `<0xNN>` tokens (byte_fallback). Text gets
-    "▁" for each space and one in front (Metaspace, prepend only at the start, unless
-    `tokenizer.ggml.add_space_prefix` is false); decoding undoes both.
-    """
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers
-
-    scores = m.get("tokenizer.ggml.scores")
-    if scores is None or len(scores) != len(tokens):
-        raise FsxError(f"{where}: GGUF SentencePiece vocabulary lacks tokenizer.ggml.scores")
-    vocab = {t: i for i, t in enumerate(tokens)}
-    merges = ([tuple(x.split(" ", 1)) for x in m["tokenizer.ggml.merges"]] if m.get("tokenizer.ggml.merges")
-              else _merges_from_scores(vocab, dict(zip(tokens, (float(s) for s in scores)))))
-    # No unk_token on the model, as in transformers (a character with neither a piece nor
-    # byte tokens is dropped); fuse_unk and byte_fallback as in its LlamaTokenizer.
-    backend = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=True, byte_fallback=True))
-    prefix = bool(m.get("tokenizer.ggml.add_space_prefix", True))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="first" if prefix else "never", split=False)
-    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    if prefix:  # drop the space the prefix "▁" decodes to
-        steps.append(decoders.Strip(content=" ", left=1))
-    backend.decoder = decoders.Sequence(steps)
-    return backend
-
-
-def _merges_from_scores(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
-    """BPE merges a SentencePiece vocabulary implies (transformers' `generate_merges`).
-
-    Every way to cut a piece into two pieces of the vocabulary is a merge; a piece
-    with a higher score was learned earlier, so its merges rank first (ties: longer
-    left, then longer right part; then file order).
-    """
-    merges = []
-    for piece, score in scores.items():
-        cuts = [(piece[:k], piece[k:], score) for k in range(1, len(piece))
-                if piece[:k] in vocab and piece[k:] in vocab]
-        merges += sorted(cuts, key=lambda c: (vocab[c[0]], vocab[c[1]]))
-    merges.sort(key=lambda c: (c[2], len(c[0]), len(c[1])), reverse=True)
-    return [(a, b) for a, b, _ in merges]
-
-
 def _byte_level(m: dict, tokens: list[str], where):
-    """Byte-level BPE ("gpt2"): the backend and the byte alphabet its tokens are spelled in."""
-    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
+    """Byte-level BPE ("gpt2"): every token spelled in GPT-2's byte alphabet, the split regex of `pre`."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
 
     pre = m.get("tokenizer.ggml.pre", "default")
@@ -243,10 +211,10 @@ def _byte_level(m: dict, tokens: list[str], where):
             pre_tokenizers.Split(Regex(split), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
-        if pre in ("qwen2", "deepseek-r1-qwen"):
-            backend.normalizer = normalizers.NFC()  # as in Qwen's tokenizer.json
+        # No normalizer: Qwen's tokenizer.json has NFC, but neither transformers' GGUF loader nor
+        # llama.cpp applies it to a GGUF vocabulary ("e" + U+0301 stays two characters).
     backend.decoder = decoders.ByteLevel()
-    return backend, alphabet
+    return backend
 
 
 def _bytes_to_unicode() -> dict[int, str]:
