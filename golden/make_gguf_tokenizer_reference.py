@@ -136,13 +136,46 @@ def llama_cpp_vocab(sp) -> tuple[list[str], list[float], list[int]]:
 
 def train_spm_vocab() -> dict:
     """A tiny Llama 2 style SentencePiece BPE, written out as llama.cpp's converter reads a tokenizer.model."""
-    sp = train_spm(SPM_CORPUS, 400, add_dummy_prefix=True)
+    sp = train_llama_spm()
     tokens, scores, types = llama_cpp_vocab(sp)
     return {
         "tokens": tokens, "scores": scores, "token_types": types,
         "bos_token_id": sp.bos_id(), "eos_token_id": sp.eos_id(), "unknown_token_id": sp.unk_id(),
         "add_bos_token": True, "add_eos_token": False,
     }
+
+
+def train_llama_spm(add_dummy_prefix: bool = True):
+    """The Llama 2 style model; add_dummy_prefix=False: the same pieces, the flag turned off in its
+    normalizer spec (what a tokenizer.model without the "▁" in front says)."""
+    sp = train_spm(SPM_CORPUS, 400, add_dummy_prefix=True)
+    if add_dummy_prefix:
+        return sp
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(sp.serialized_model_proto())
+    proto.normalizer_spec.add_dummy_prefix = False
+    return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+
+def record_no_space_prefix(tmp: Path, vocab: dict) -> dict:
+    """tokenizer.ggml.add_space_prefix = false in a llama file (llama.cpp writes it from a tokenizer_config
+    add_prefix_space: false): transformers' GGUF loader ignores the flag and still puts "▁" in front;
+    the sentencepiece library, with the flag off in the model, does not. Both recorded per text:
+    `ids_transformers` (encode, add_special_tokens=False), `ids_sentencepiece` and its `decoded_sentencepiece`."""
+    from transformers import AutoTokenizer
+
+    folder = tmp / "no_prefix"
+    folder.mkdir()
+    path = spm_tokenizer_gguf(folder / "t.gguf", {**vocab, "add_space_prefix": False})
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=path.name)
+    sp = train_llama_spm(add_dummy_prefix=False)
+    cases = [{"text": text, "ids_transformers": [int(i) for i in tok.encode(text, add_special_tokens=False)],
+              "ids_sentencepiece": sp.encode(text), "decoded_sentencepiece": sp.decode(sp.encode(text))}
+             for text in SPM_TEXTS]
+    return {"tokenizer_metadata_sha256": tokenizer_metadata_sha256(path), "cases": cases}
 
 
 # Gemma's tokenizer.model, in small: ids 0-3 <pad> <eos> <bos> <unk>, no dummy prefix, and
@@ -248,6 +281,7 @@ def main(argv=None) -> int:
         results = {pre: record(pre, Path(tmp)) for pre in PRE_TOKENIZERS}
         llama_vocab = train_spm_vocab()
         spm_result = record_spm(Path(tmp), "spm", llama_vocab, SPM_TEXTS)
+        spm_result["no_space_prefix"] = record_no_space_prefix(Path(tmp), llama_vocab)
         gemma = record_gemma(Path(tmp))
         phi3 = record_spm(Path(tmp), "phi3", phi3_vocab(llama_vocab), PHI3_TEXTS, "phi3")
     out = {
@@ -271,6 +305,9 @@ def main(argv=None) -> int:
             "sentencepiece.cases[].decoded_skip_special": "AutoTokenizer.decode(ids, skip_special_tokens=True)",
             "pre_tokenizers.*.cases[].splits": "backend pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)): "
                                                "the pieces BPE sees",
+            "sentencepiece.no_space_prefix": "the same vocabulary with tokenizer.ggml.add_space_prefix = false: "
+                                              "transformers' ids (it ignores the flag) and the sentencepiece "
+                                              "library's (add_dummy_prefix off in the model), which fs-mlx follows",
             "gemma": "a Gemma-style SentencePiece vocabulary (train_gemma_vocab) in a gemma3 file built from "
                      "golden/checkpoints/gemma3-tiny (spm_tokenizer_gguf(path, vocab, 'gemma3'), padded to the model's "
                      "1024 tokens with llama.cpp's [PAD<i>]); gemma and gemma2 files give the same cases",

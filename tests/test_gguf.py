@@ -425,6 +425,26 @@ def test_sentencepiece_variants_spelled_out(spm_refs):
     assert phi3[PHI3_TEXTS[len(SPM_TEXTS)]]["tokens_no_special"][:2] == ["<|user|>", "▁"]
 
 
+def test_no_space_prefix_follows_the_file_not_transformers(tmp_path, spm_ref):
+    """tokenizer.ggml.add_space_prefix = false (llama.cpp writes it when tokenizer_config.json says
+    add_prefix_space: false): transformers' GGUF loader ignores it and still puts "▁" in front; the
+    original tokenizer (the sentencepiece library, add_dummy_prefix off) and llama.cpp do not. We
+    follow the file: the expected ids are the sentencepiece library's, recorded by the script."""
+    ref = spm_ref["no_space_prefix"]
+    path = spm_tokenizer_gguf(tmp_path / "np.gguf", {**spm_ref["vocab"], "add_space_prefix": False})
+    assert tokenizer_metadata_sha256(path) == ref["tokenizer_metadata_sha256"]
+    ours = load_tokenizer(path)
+    differs = 0
+    for case in ref["cases"]:
+        text = case["text"]
+        if any(s in text for s in ("<s>", "</s>", "<unk>")):
+            continue  # sentencepiece reads control tokens as text; a GGUF tokenizer matches them whole
+        assert ours.encode(text, add_special_tokens=False) == case["ids_sentencepiece"], text
+        assert ours.decode(case["ids_sentencepiece"]) == case["decoded_sentencepiece"], text
+        differs += case["ids_transformers"] != case["ids_sentencepiece"]
+    assert differs >= 10  # the divergence is real: transformers' "▁" in front changes most texts
+
+
 def test_gemma_tokenizer_in_gemma_and_gemma2_files(tmp_path, spm_refs):
     """transformers builds gemma, gemma2 and gemma3 vocabularies with one builder (`gemma_tokenizer`);
     the recording script checked that a gemma2 file gives the gemma3 file's results. Its AutoTokenizer
