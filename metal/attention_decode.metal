@@ -6,7 +6,9 @@
 // long context), k/v [B, Hkv, S, D], all in their own layouts (read through
 // *_strides: the cache is a slice of a bigger buffer), scale (float), chunk
 // (int, keys per split), causal (int: query row i sees keys 0 .. S - L + i; with
-// L = 1 that is every key) -> out, and ml (float [B, Hq * L, splits, 2]).
+// L = 1 that is every key), window (int: W > 0 also hides the keys before
+// S - L + i - W + 1: a sliding window; 0 = none)
+//   -> out, and ml (float [B, Hq * L, splits, 2]).
 // Template: O (out's type), D (head_dim <= 256), G (query heads per
 // threadgroup: a divisor of Hq / Hkv, at most 8).
 //
@@ -14,7 +16,7 @@
 //   grid (128, splits, B * Hq / G * L), threadgroup (128, 1, 1).
 //   A threadgroup takes G query heads that share one KV head, one query
 //   row qi, and one split of the keys [split * chunk, (split + 1) * chunk) (cut at
-//   the query's causal limit; a split past it is empty): every key and value row
+//   the query's causal limit and window; a split outside them is empty): every key and value row
 //   is read once for all G heads (grouped-query attention's saving). Its 4
 //   SIMD groups take every 4th key; lane i holds elements i, i + 32, ... of
 //   each row (coalesced, and any D works). Per key: G dot products, each one
@@ -49,8 +51,8 @@ int qi = z % L;  // the query row
 int b = z / L / blocks;
 int h0 = (z / L % blocks) * G;  // first query head
 int kvh = h0 / (Hq / Hkv);
-int s_begin = split * chunk;
-int s_end = min(causal ? S - L + qi + 1 : S, s_begin + chunk);
+int s_begin = max(split * chunk, window > 0 ? S - L + qi - window + 1 : 0);  // the split, cut to the band
+int s_end = min(causal ? S - L + qi + 1 : S, (split + 1) * chunk);
 
 // This lane's slice of the G query rows, pre-scaled
 float qv[G][E];

@@ -1,12 +1,18 @@
-// attention_prefill: many query tokens against the keys, tiled, causal or not.
+// attention_prefill: many query tokens against the keys, tiled, causal or not,
+// optionally through a sliding window.
 //
-//   out[b, i, h] = softmax(scale * q[b, h, i] . k[b, kv(h), s] (+ causal mask)) @ v[b, kv(h)]
+//   out[b, i, h] = softmax(scale * q[b, h, i] . k[b, kv(h), s] (+ mask)) @ v[b, kv(h)]
 //
 // q [B, Hq, L, D], k/v [B, Hkv, S, D] in their own layouts (*_strides),
-// scale (float) -> out [B, L, Hq, D] (O): the layout o_proj reads, so the
-// [B, Hq, L, D] view the op returns needs no copy. The queries are the last L
-// of the S keys: causal query i sees keys 0 .. S - L + i.
-// Template: O, D (head_dim, a multiple of 8, <= 256), CAUSAL (bool).
+// scale (float), window (int: 0 = none) -> out [B, L, Hq, D] (O): the layout
+// o_proj reads, so the [B, Hq, L, D] view the op returns needs no copy. The
+// queries are the last L of the S keys: query i is at position p = S - L + i
+// among them (S - L is the key offset of a chunked prefill, or the keys a
+// window cache kept). Causal: query i sees keys s <= p. A window W > 0 also
+// hides s <= p - W: query i sees the band (p - W, p] (Mistral, Gemma 3's
+// local layers; fs_mlx/model/window.py).
+// Template: O, D (head_dim, a multiple of 8, <= 256), CAUSAL (bool). The window
+// is a runtime value: every window size runs the same pipeline.
 //
 // Thread layout (fs_mlx/kernels/attention.py: prefill_geometry):
 //   grid (ceil(L / 32) * 128, Hq, B), threadgroup (128, 1, 1).
@@ -25,7 +31,10 @@
 //   (MLX's steel layout, which thread_elements() exposes): the row's max and
 //   sum are two simd_shuffle_xor steps over the 4 lanes sharing that row, and
 //   the per-row rescale of acc is a multiply of the lane's own elements.
-//   Causal tiles past the last query's position are skipped altogether.
+//   Only the key tiles some row of the threadgroup can see are swept: causal
+//   tiles past the last query's position, and with a window the tiles before
+//   the first query's band, are skipped altogether, so a window layer's work
+//   is bounded by BQ + W keys per query tile, not by the context.
 //   This is the FlashAttention-2 schedule in MLX's steel_attention shape,
 //   without its register-blocked loaders.
 
@@ -71,8 +80,10 @@ for (int db = 0; db < DB; db++) {
 float m = NEG_INF;  // running max of the lane's row (base 2)
 float l = 0.0f;  // running sum of 2^(score - m)
 
-// The keys this tile of queries needs
+// The keys this tile of queries needs: from the first row's band (aligned
+// down to a key tile) to the last row's position
 int q_last = min(q_first + BQ, L) - 1;
+int s_begin = window > 0 ? max(0, S - L + q_first - window + 1) / BK * BK : 0;
 int s_end = CAUSAL ? min(S, S - L + q_last + 1) : S;
 // 64-bit offsets to this (batch, KV head), 32-bit ones within it (the
 // wrapper keeps S * Hkv * D below 2^31)
@@ -81,7 +92,7 @@ auto vp = v + b * v_strides[0] + kvh * v_strides[1];
 int ks = int(k_strides[2]), kd = int(k_strides[3]);
 int vs = int(v_strides[2]), vd = int(v_strides[3]);
 
-for (int s0 = 0; s0 < s_end; s0 += BK) {
+for (int s0 = s_begin; s0 < s_end; s0 += BK) {
   // Stage the K tile as float; keys past S are zero
   for (int i = tid; i < BK * D; i += NSG * 32) {
     int r = i / D;
@@ -115,7 +126,7 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
   for (int kb = 0; kb < KB; kb++) {
     for (int c = 0; c < 2; c++) {
       int s = s0 + kb * 8 + fc + c;
-      if (s >= S || (CAUSAL && s > q_pos)) {
+      if (s >= S || (CAUSAL && s > q_pos) || (window > 0 && s <= q_pos - window)) {
         sc[kb].thread_elements()[c] = NEG_INF;
       }
       tile_max = max(tile_max, float(sc[kb].thread_elements()[c]));
@@ -124,13 +135,17 @@ for (int s0 = 0; s0 < s_end; s0 += BK) {
   tile_max = max(tile_max, simd_shuffle_xor(tile_max, 1));
   tile_max = max(tile_max, simd_shuffle_xor(tile_max, 8));
 
-  // Online softmax: P = 2^(S - m_new), rescale what came before
-  float m_new = max(m, tile_max);  // finite: every row sees key 0 in the first tile
-  float factor = metal::exp2(m - m_new);
+  // Online softmax: P = 2^(S - m_new), rescale what came before. A row may
+  // see no key of this tile (its band starts in a later one, or it is past L):
+  // its max stays -inf and it subtracts 0 instead (-inf - -inf would be NaN),
+  // so its P, sum and accumulator stay exactly 0 until its band begins.
+  float m_new = max(m, tile_max);
+  float m_ref = m_new == NEG_INF ? 0.0f : m_new;
+  float factor = metal::exp2(m - m_ref);
   float row_sum = 0.0f;
   for (int kb = 0; kb < KB; kb++) {
     for (int c = 0; c < 2; c++) {
-      float p = metal::exp2(float(sc[kb].thread_elements()[c]) - m_new);
+      float p = metal::exp2(float(sc[kb].thread_elements()[c]) - m_ref);
       sc[kb].thread_elements()[c] = p;
       row_sum += p;
     }

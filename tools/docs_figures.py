@@ -66,7 +66,7 @@ class RecordingBackend:
     def __getattr__(self, op):
         return getattr(self.inner, op)
 
-    def attention(self, q, k, v, *, scale, mask):
+    def attention(self, q, k, v, *, scale, mask, window=None):
         import mlx.core as mx
 
         B, Hq, L, D = q.shape
@@ -76,7 +76,7 @@ class RecordingBackend:
         i = mx.arange(L)[:, None] + (S - L)                           # absolute position of each query
         scores = mx.where(mx.arange(S)[None, :] <= i, scores, -mx.inf)
         self.probs.append(np.array(mx.softmax(scores, axis=-1)[0]))   # [Hq, L, S]
-        return self.inner.attention(q, k, v, scale=scale, mask=mask)
+        return self.inner.attention(q, k, v, scale=scale, mask=mask, window=window)
 
 
 def fig_attention():

@@ -89,8 +89,8 @@ class MetalBackend:
         # yarn/longrope's attention factor: not in the kernel yet, one multiply after it
         return scale_rotated(q, rope_), scale_rotated(k, rope_)
 
-    def attention(self, q, k, v, *, scale, mask):
-        return attention.attention(self, q, k, v, scale=scale, mask=mask)
+    def attention(self, q, k, v, *, scale, mask, window=None):
+        return attention.attention(self, q, k, v, scale=scale, mask=mask, window=window)
 
     def swiglu(self, gate, up):
         return swiglu.swiglu(self, gate, up)

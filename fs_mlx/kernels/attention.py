@@ -1,8 +1,10 @@
 """Scaled dot-product attention: a decode kernel (also for short queries) and a prefill kernel.
 
-    attention(q, k, v, *, scale, mask)     (twin: mx.fast.scaled_dot_product_attention)
+    attention(q, k, v, *, scale, mask, window=None)
+                                           (twin: MLXBackend.attention, mx.fast.scaled_dot_product_attention)
         q [B, Hq, L, D], k/v [B, Hkv, S, D], Hq % Hkv == 0; mask None or "causal"
-        (the queries are the last L of the S keys) -> [B, Hq, L, D]
+        (the queries are the last L of the S keys); window W: the query at
+        position p among the keys sees only (p - W, p], causal -> [B, Hq, L, D]
 
 One query token (decoding) goes to attention_decode: grouped-query heads
 share each K/V read, and long contexts are split across threadgroups and
@@ -15,11 +17,19 @@ online softmax. K and V are read in place through their strides — the KV
 cache hands over a slice of a bigger buffer, and copying it to make it
 contiguous would cost as much as the attention itself.
 
+A sliding window (Mistral, Gemma 3's local layers) is a runtime input of
+both kernels, not an array mask: the keys before the first query's band are
+sliced off (a view: the kernels read through strides), so decode splits and
+prefill tiles are sized by the window, and each kernel hides the keys
+outside a row's own band (the prefill kernel skips whole key tiles outside
+its 32 rows' bands). The model keeps building an array mask only for batched
+rows, whose queries sit at different positions (model/transformer.py).
+
 Array masks, head_dims over 256 and, for prefill (more than SHORT_QUERY
 rows), head_dims that are not a multiple of 8 or above 128 go to MLX's op
 (no model here needs the first two; MLX itself routes the last elsewhere). Template
 parameters: output dtype, head_dim, heads per threadgroup (decode), causal
-(prefill); S, L, offsets and the split size are runtime values.
+(prefill); S, L, offsets, the window and the split size are runtime values.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from ..model.backends import MLXBackend
+from ..model.window import window_keys
 from .grid import ceil_div
 
 MAX_D = 256
@@ -87,11 +98,11 @@ def prefill_geometry(B: int, Hq: int, L: int):
 
 
 def attention_decode(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float,
-                     keys_per_split: int | None = None, causal: bool = False) -> mx.array:
+                     keys_per_split: int | None = None, causal: bool = False, window: int = 0) -> mx.array:
     """q [B, Hq, L, D] (L <= SHORT_QUERY) against k/v [B, Hkv, S, D] -> [B, Hq, L, D].
 
     causal: query l sees keys 0 .. S - L + l (the queries are the last L keys);
-    with L = 1 that is every key either way.
+    with L = 1 that is every key either way. window > 0: and none before S - L + l - window + 1.
     """
     B, Hq, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
@@ -99,9 +110,9 @@ def attention_decode(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float
     dtype = q.dtype
     grid, tg = decode_geometry(B, Hq, G, splits, L)
     inputs = [q, k, v, mx.array(scale, dtype=mx.float32), mx.array(chunk, dtype=mx.int32),
-              mx.array(int(causal), dtype=mx.int32)]
-    decode = lib.kernel("attention_decode", ["q", "k", "v", "scale", "chunk", "causal"], ["out", "ml"],
-                        row_contiguous=False)
+              mx.array(int(causal), dtype=mx.int32), mx.array(window, dtype=mx.int32)]
+    decode = lib.kernel("attention_decode", ["q", "k", "v", "scale", "chunk", "causal", "window"],
+                        ["out", "ml"], row_contiguous=False)
     if splits == 1:
         out, _ = decode(inputs=inputs, template=[("O", dtype), ("D", D), ("G", G)], grid=grid,
                         threadgroup=tg, output_shapes=[(B, Hq, L, D), (1,)],
@@ -118,30 +129,43 @@ def attention_decode(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float
     return out
 
 
-def attention_prefill(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, causal: bool) -> mx.array:
-    """q [B, Hq, L, D] against k/v [B, Hkv, S, D] -> [B, Hq, L, D] (a view of [B, L, Hq, D])."""
+def attention_prefill(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, causal: bool,
+                      window: int = 0) -> mx.array:
+    """q [B, Hq, L, D] against k/v [B, Hkv, S, D] -> [B, Hq, L, D] (a view of [B, L, Hq, D]).
+
+    window > 0: query l (at position p = S - L + l) sees only keys p - window + 1 .. p.
+    """
     B, Hq, L, D = q.shape
     grid, tg = prefill_geometry(B, Hq, L)
-    (out,) = lib.kernel("attention_prefill", ["q", "k", "v", "scale"], ["out"], row_contiguous=False)(
-        inputs=[q, k, v, mx.array(scale, dtype=mx.float32)],
+    (out,) = lib.kernel("attention_prefill", ["q", "k", "v", "scale", "window"], ["out"], row_contiguous=False)(
+        inputs=[q, k, v, mx.array(scale, dtype=mx.float32), mx.array(window, dtype=mx.int32)],
         template=[("O", q.dtype), ("D", D), ("CAUSAL", causal)], grid=grid, threadgroup=tg,
         output_shapes=[(B, L, Hq, D)], output_dtypes=[q.dtype],
     )
     return out.transpose(0, 2, 1, 3)
 
 
-def attention(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask: str | mx.array | None) -> mx.array:
+def attention(lib, q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask: str | mx.array | None,
+              window: int | None = None) -> mx.array:
     B, Hq, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     if k.shape != (B, Hkv, S, D) or v.shape != k.shape or Hkv == 0 or Hq % Hkv or L > S or (S == 0 and L):
         raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit together")
+    if window is not None and window < 1:
+        raise ValueError(f"attention: a window must be at least 1 key, not {window}")
     if q.size == 0:  # no queries (L = 0, B = 0 or no heads): nothing to launch
         return mx.zeros(q.shape, mx.result_type(q, k, v))
     if (mask is not None and mask != "causal" or D > MAX_D or S * Hkv * D >= 2**31  # 32-bit offsets
             or (L > SHORT_QUERY and (D % 8 or D > MAX_PREFILL_D))):
-        return MLXBackend().attention(q, k, v, scale=scale, mask=mask)  # what the kernels don't cover
+        # what the kernels don't cover (the twin builds the window into an array mask)
+        return MLXBackend().attention(q, k, v, scale=scale, mask=mask, window=window)
     dtype = mx.result_type(q, k, v)
     q, k, v = (t.astype(dtype) for t in (q, k, v))
+    causal = mask == "causal" or window is not None  # a window is causal (window.py)
+    if window is not None:
+        # No query sees a key before the first one's band: slice them off (a view), so
+        # the decode splits and prefill tiles cover the window, not the context
+        k, v = window_keys(k, v, L, window)
     if L <= SHORT_QUERY:  # decoding (one token sees every key, causal or not), or a short prompt
-        return attention_decode(lib, q, k, v, scale=scale, causal=mask == "causal")
-    return attention_prefill(lib, q, k, v, scale=scale, causal=mask == "causal")
+        return attention_decode(lib, q, k, v, scale=scale, causal=causal, window=window or 0)
+    return attention_prefill(lib, q, k, v, scale=scale, causal=causal, window=window or 0)

@@ -8,7 +8,8 @@ object with these methods, identical in signature across implementations:
     add_rms_norm(x, residual, weight, eps)            -> (h = x + residual, rms_norm(h))
     qk_norm_rope(q, k, q_weight, k_weight, eps, rope, offset)
                                                       q [B, L, Hq, D], k [B, L, Hkv, D] -> [B, H, L, D] each
-    attention(q, k, v, *, scale, mask)                q [B, Hq, L, D], k/v [B, Hkv, S, D] -> [B, Hq, L, D]
+    attention(q, k, v, *, scale, mask, window=None)   q [B, Hq, L, D], k/v [B, Hkv, S, D] -> [B, Hq, L, D];
+                                                      window W: query at p = S-L+l sees keys (p-W, p] (window.py)
     swiglu(gate, up)                                  silu(gate) * up
     geglu(gate, up)                                   gelu_tanh(gate) * up (Gemma)
     linear(x, weight, bias)                           x [..., in] @ weight.T (+ bias), weight [out, in]
@@ -43,6 +44,7 @@ import mlx.core as mx
 from .. import cpu
 from . import reference
 from .rope import Rope, scale_rotated
+from .window import window_mask
 
 KERNEL_CHOICES = ("auto", "metal", "mlx", "mlx-ops", "msl", "reference")
 OPS = ("rms_norm", "add_rms_norm", "qk_norm_rope", "attention", "swiglu", "geglu", "linear",
@@ -92,7 +94,9 @@ class MLXBackend:
                          scale=rope.scale, offset=offset, freqs=rope.periods)
         return scale_rotated(x, rope)  # yarn/longrope's attention factor
 
-    def attention(self, q, k, v, *, scale, mask):
+    def attention(self, q, k, v, *, scale, mask, window=None):
+        if window is not None and (q.shape[2] > 1 or k.shape[2] > window):  # the window as a mask
+            mask = window_mask(mask, q.shape[2], k.shape[2], window)
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
 
     def swiglu(self, gate, up):

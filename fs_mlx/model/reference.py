@@ -75,13 +75,15 @@ _rope = rope  # the name `rope` is taken by the argument above
 
 # --- attention -----------------------------------------------------------------------
 
-def attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask) -> mx.array:
+def attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask, window: int | None = None) -> mx.array:
     """softmax(q k^T * scale + mask) v with grouped-query heads.
 
     q [B, Hq, L, D], k/v [B, Hkv, S, D]; query head h reads kv head h // (Hq / Hkv).
     mask: None (every key visible), "causal" (query i sees keys 0 .. S-L+i: the
     queries are the last L positions), or an array broadcastable to
     [B, Hq, L, S] (bool: True = visible; float: added to the scores).
+    window: a sliding window of W keys: query i, at position p = S-L+i, sees
+    only the keys p-W+1 .. p (causal, whatever the mask says, and on top of it).
     """
     B, Hq, L, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
@@ -89,10 +91,12 @@ def attention(q: mx.array, k: mx.array, v: mx.array, *, scale: float, mask) -> m
     k = mx.repeat(_f32(k), groups, axis=1)  # [B, Hq, S, D]
     v = mx.repeat(_f32(v), groups, axis=1)
     scores = (_f32(q) * scale) @ k.swapaxes(-1, -2)  # [B, Hq, L, S]
+    p, s = (S - L + mx.arange(L))[:, None], mx.arange(S)[None, :]  # [L, 1], [1, S]: positions
+    if window is not None:
+        scores = mx.where((s <= p) & (s > p - window), scores, -mx.inf)
     if isinstance(mask, str):
         assert mask == "causal", mask
-        visible = mx.arange(S)[None, :] <= (S - L + mx.arange(L))[:, None]  # [L, S]
-        scores = mx.where(visible, scores, -mx.inf)
+        scores = mx.where(s <= p, scores, -mx.inf)
     elif mask is not None:
         scores = mx.where(mask, scores, -mx.inf) if mask.dtype == mx.bool_ else scores + mask
     scores = scores - mx.max(scores, axis=-1, keepdims=True)  # softmax, stably

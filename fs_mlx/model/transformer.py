@@ -31,7 +31,7 @@ import math
 from .config import ModelConfig
 from .layers import Embedding, Linear, RMSNorm
 from .rope import Rope, make_rope
-from .window import window_mask
+from .window import window_keys, window_mask
 
 
 class Attention(nn.Module):
@@ -81,10 +81,14 @@ class Attention(nn.Module):
         q, k = self.ops.qk_norm_rope(q, k, qn, kn, eps, rope, offset)  # [B, Hq, L, D], [B, Hkv, L, D]
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)  # [B, Hkv, S, D]: S = offset + L, or the window's last keys
-        if self.window is not None and (L > 1 or k.shape[2] > self.window):
-            mask = window_mask(mask, L, k.shape[2], self.window, offset)
+        window = self.window  # the backend applies it: inside a kernel, or as an array mask
+        if window is not None and isinstance(offset, mx.array) and offset.ndim == 1:
+            # batched rows, each with its own first position: a mask per row instead
+            mask, window = window_mask(mask, L, k.shape[2], window, offset), None
+        elif window is not None and not isinstance(mask, mx.array):
+            k, v = window_keys(k, v, L, window)  # a full cache holds keys no query here can see
 
-        o = self.ops.attention(q, k, v, scale=self.scale, mask=mask)  # [B, Hq, L, D]
+        o = self.ops.attention(q, k, v, scale=self.scale, mask=mask, window=window)  # [B, Hq, L, D]
         return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))  # [B, L, hidden]
 
 

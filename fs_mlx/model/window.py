@@ -15,6 +15,10 @@ L of the S keys, so one formula covers both:
 
     key s is visible to query l  iff  S - L + l - W < s <= S - L + l
 
+So no query sees a key before position S - L - W + 1 (the first query's
+band): window_keys slices those off before the attention, which then costs
+O(L * (L + W)) whatever the context, with or without a window cache.
+
 A batched cache (generation/cache.py: BatchKVCache) is the exception: row b
 keeps its keys at their absolute positions 0 .. and its queries start at
 its own offset[b], so there key s is visible iff offset[b] + l - W < s.
@@ -45,3 +49,9 @@ def window_mask(mask, L: int, S: int, window: int, offset=0) -> mx.array:
     if mask.dtype == mx.bool_:
         return mask & visible
     return mx.where(visible, mask, mx.array(-mx.inf, mask.dtype))
+
+
+def window_keys(k: mx.array, v: mx.array, L: int, window: int) -> tuple[mx.array, mx.array]:
+    """k, v [B, Hkv, S, D] -> their last L + window - 1 keys (views): all that the last L queries see."""
+    first = max(0, k.shape[2] - L - window + 1)
+    return (k, v) if first == 0 else (k[:, :, first:], v[:, :, first:])
