@@ -1,11 +1,16 @@
 // qk_norm_rope: Qwen3's per-head RMSNorm of q and k, RoPE, and the
 // [B, L, H, D] -> [B, H, L, D] transpose, for q and k in one launch.
 //
+//   x = norm(x) * w (NORM),  then for each rotated pair (a, c) at position p:
+//   (a, c) <- mscale * (a cos t - c sin t, a sin t + c cos t),  t = p * scale * inv_freq[u]
+//
 // q [B, L, Hq, D], k [B, L, Hkv, D] (the projections' outputs, read through
 // q_strides/k_strides: with q/k/v from one fused matmul they are column
 // slices of it, and a copy to make them contiguous would be two launches),
 // q_w, k_w [D] (the norms' weights; unread when NORM is false), eps (float),
-// inv_freq float [dims / 2], offset int [1 or B], scale (float)
+// inv_freq float [dims / 2], offset int [1 or B], scale (float), mscale
+// (float: YaRN's and LongRoPE's attention factor on the rotated features,
+// 1.0 for the others; fs_mlx/model/rope.py: Rope.mscale)
 //   -> q_out [B, Hq, L, D], k_out [B, Hkv, L, D] (T).
 // Template: T, TRADITIONAL (bool), NORM (bool: Qwen3 true, Llama false).
 //
@@ -69,10 +74,10 @@ for (uint u = lane; u < D / 2; u += 32) {
     a *= is_q ? float(q_w[e.x]) : float(k_w[e.x]);
     c *= is_q ? float(q_w[e.y]) : float(k_w[e.y]);
   }
-  if (u < dims / 2) {
+  if (u < dims / 2) {  // rotated, and scaled in float before the one rounding
     float2 ro = rotate(a, c, p * inv_freq[u]);
-    a = ro.x;
-    c = ro.y;
+    a = ro.x * mscale;
+    c = ro.y * mscale;
   }
   dst[e.x] = static_cast<T>(a);
   dst[e.y] = static_cast<T>(c);

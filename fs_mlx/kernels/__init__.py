@@ -26,7 +26,6 @@ import mlx.core as mx
 
 from ..errors import FsxError
 from ..model.backends import MLXBackend
-from ..model.rope import scale_rotated
 from . import attention, moe, norm, quantized, rope, swiglu
 
 
@@ -85,9 +84,7 @@ class MetalBackend:
         return norm.add_rms_norm(self, x, residual, weight, eps)
 
     def qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset):
-        q, k = rope.qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset)
-        # yarn/longrope's attention factor: not in the kernel yet, one multiply after it
-        return scale_rotated(q, rope_), scale_rotated(k, rope_)
+        return rope.qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope_, offset)
 
     def attention(self, q, k, v, *, scale, mask, window=None):
         return attention.attention(self, q, k, v, scale=scale, mask=mask, window=window)

@@ -6,8 +6,9 @@
 
 The frequencies come from the model's `Rope` (fs_mlx/model/rope.py), computed
 once on the host with MLX's own formula, so theta is the same float as the
-twin's; they and the offset are runtime inputs: every position, head_dim and
-offset runs the same compiled pipeline. Template parameters: dtype,
+twin's; they, the offset and YaRN's/LongRoPE's attention factor (rope.mscale,
+1.0 for the others) are runtime inputs: every position, head_dim, offset and
+scaling runs the same compiled pipeline. Template parameters: dtype,
 interleaving, norm.
 """
 
@@ -58,13 +59,15 @@ def qk_norm_rope(lib, q: mx.array, k: mx.array, q_weight: mx.array | None, k_wei
         return mx.zeros((B, Hq, L, D), dtype), mx.zeros((B, Hkv, L, D), dtype)
     grid, tg = qk_geometry(B, L, Hq, Hkv)
     q_out, k_out = lib.kernel(
-        "qk_norm_rope", ["q", "k", "q_w", "k_w", "eps", "inv_freq", "offset", "scale"], ["q_out", "k_out"],
+        "qk_norm_rope", ["q", "k", "q_w", "k_w", "eps", "inv_freq", "offset", "scale", "mscale"],
+        ["q_out", "k_out"],
         row_contiguous=False,  # q and k are read through their strides (slices of a fused qkv)
     )(
         # (with row_contiguous=False every input comes as it is: the kernel reads
         # q and k through their strides, inv_freq and offset as plain arrays)
         inputs=[q, k, q_w, k_w, mx.array(eps, dtype=mx.float32), mx.contiguous(rope.inv_freq),
-                mx.contiguous(_offsets(offset, B)), mx.array(rope.scale, dtype=mx.float32)],
+                mx.contiguous(_offsets(offset, B)), mx.array(rope.scale, dtype=mx.float32),
+                mx.array(rope.mscale, dtype=mx.float32)],
         template=[("T", dtype), ("TRADITIONAL", rope.traditional), ("NORM", norm)],
         grid=grid, threadgroup=tg, output_shapes=[(B, Hq, L, D), (B, Hkv, L, D)],
         output_dtypes=[dtype, dtype],

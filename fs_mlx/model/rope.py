@@ -266,7 +266,10 @@ def dynamic_ntk(dims: int, base: float, traditional: bool, factor: float, max_po
 
 
 def scale_rotated(x: mx.array, rope: Rope) -> mx.array:
-    """x [..., D] with its first rope.dims features multiplied by rope.mscale (yarn, longrope)."""
+    """x [..., D] with its first rope.dims features multiplied by rope.mscale (yarn, longrope).
+
+    The MLX backend's multiply after mx.fast.rope; the qk_norm_rope kernel folds
+    the factor into its rotation (metal/qk_norm_rope.metal: mscale)."""
     if rope.mscale == 1.0:
         return x
     m = mx.array(rope.mscale, dtype=mx.float32).astype(x.dtype)
