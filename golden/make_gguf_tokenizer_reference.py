@@ -284,6 +284,11 @@ def main(argv=None) -> int:
         spm_result["no_space_prefix"] = record_no_space_prefix(Path(tmp), llama_vocab)
         gemma = record_gemma(Path(tmp))
         phi3 = record_spm(Path(tmp), "phi3", phi3_vocab(llama_vocab), PHI3_TEXTS, "phi3")
+        # transformers reads no add_space_prefix for Phi-3 (its normalizer always prepends): checked
+        flagged = record_spm(Path(tmp), "phi3_flag", {**phi3_vocab(llama_vocab), "add_space_prefix": False},
+                             PHI3_TEXTS, "phi3")
+        assert flagged["cases"] == phi3["cases"]
+        phi3["same_with_add_space_prefix_false"] = True
     out = {
         "source": {
             "builder": "tests/gguf_files.py: tokenizer_gguf(path, pre) = write_gguf(path, random_model(), pre=pre)",

@@ -445,6 +445,15 @@ def test_no_space_prefix_follows_the_file_not_transformers(tmp_path, spm_ref):
     assert differs >= 10  # the divergence is real: transformers' "▁" in front changes most texts
 
 
+def test_phi3_ignores_add_space_prefix_as_transformers_does(tmp_path, spm_refs):
+    # Phi-3's "▁" in front comes from its normalizer; transformers reads no flag for it (the
+    # recording script checked that a phi3 file saying add_space_prefix = false gives the same).
+    ref = spm_refs["phi3"]
+    assert ref["same_with_add_space_prefix_false"]
+    path = spm_tokenizer_gguf(tmp_path / "p.gguf", {**ref["vocab"], "add_space_prefix": False}, "phi3")
+    _check_against_transformers(load_tokenizer(path), ref, PHI3_TEXTS)
+
+
 def test_gemma_tokenizer_in_gemma_and_gemma2_files(tmp_path, spm_refs):
     """transformers builds gemma, gemma2 and gemma3 vocabularies with one builder (`gemma_tokenizer`);
     the recording script checked that a gemma2 file gives the gemma3 file's results. Its AutoTokenizer

@@ -36,7 +36,10 @@ def build(m: dict, tokens: list[str], arch, where):
     kind = variant(arch)
     if kind == "gemma":
         return _gemma(m, tokens)
-    backend = _llama(m, tokens, dict(zip(tokens, (float(s) for s in scores))))
+    # Phi-3's normalizer always puts the "▁" in front (transformers reads no flag for it), so its
+    # decoder always drops one; a Llama 2 style file may say add_space_prefix = false.
+    prefix = kind == "phi3" or bool(m.get("tokenizer.ggml.add_space_prefix", True))
+    backend = _llama(m, tokens, dict(zip(tokens, (float(s) for s in scores))), prefix)
     if kind == "phi3":
         _phi3(backend)
     return backend
@@ -54,17 +57,17 @@ def _bpe(m: dict, tokens: list[str], rank: dict[str, float], unk: str | None = N
     return HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
 
 
-def _llama(m: dict, tokens: list[str], scores: dict[str, float]):
+def _llama(m: dict, tokens: list[str], scores: dict[str, float], prefix: bool):
     """LlamaTokenizer (TinyLlama, Llama 2, Mistral 7B v0.1-v0.3): Metaspace with a "▁" in front.
 
     No unk token on the model, as in transformers (a character with neither a piece nor
     byte tokens is dropped). Text gets "▁" for each space and one in front (prepend only
-    at the start, unless `tokenizer.ggml.add_space_prefix` is false); decoding undoes both.
+    at the start; none if `prefix` is false: the file's `tokenizer.ggml.add_space_prefix`,
+    which transformers ignores and llama.cpp and sentencepiece honour); decoding undoes both.
     """
     from tokenizers import decoders, pre_tokenizers
 
     backend = _bpe(m, tokens, scores)
-    prefix = bool(m.get("tokenizer.ggml.add_space_prefix", True))
     backend.pre_tokenizer = pre_tokenizers.Metaspace(
         replacement=SPACE, prepend_scheme="first" if prefix else "never", split=False)
     steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
