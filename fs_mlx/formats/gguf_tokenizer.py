@@ -56,6 +56,11 @@ PRE_TOKENIZERS = {
     "tekken": _TEKKEN, "gpt-4o": _GPT4O,
 }
 TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
+# Turn enders a GGUF does not name as EOS. A Hugging Face checkpoint lists them in
+# generation_config.json (Gemma 3: <eos> and <end_of_turn>; Phi-3: <|endoftext|> and <|end|>),
+# which a GGUF does not carry: llama.cpp recognises them by their text (its end-of-generation
+# list in llama-vocab.cpp), and so do we, for control tokens of the families we run.
+END_OF_TURN = ("<end_of_turn>", "<|end|>", "<|im_end|>", "<|eot_id|>")
 # The special tokens the constructor of the class transformers builds registers (GPT2Tokenizer,
 # LlamaTokenizer, GemmaTokenizer): special in the tokenizer whenever the vocabulary has them.
 # A name the vocabulary lacks is appended as a new token by transformers (Llama 3 files get an
@@ -128,8 +133,8 @@ def _build(header: GGUFHeader):
             single=f"{b} $A", pair=f"{b} $A {b}:1 $B:1" if kind == "llama" else f"{b} $A $B",
             special_tokens=[(b, bos)]
         )
-    eos = sorted({i for k in ("eos_token_id", "eot_token_id", "eom_token_id")
-                  if (i := _token_id(m, k, len(tokens))) is not None})
+    eos = {i for k in ("eos_token_id", "eot_token_id", "eom_token_id") if (i := _token_id(m, k, len(tokens))) is not None}
+    eos = sorted(eos | {i for i, (t, ty) in enumerate(zip(tokens, types)) if ty == TOKEN_CONTROL and t in END_OF_TURN})
     special = {name: tokens[i] for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
                                                 ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id"))
                if (i := _token_id(m, key, len(tokens))) is not None}
