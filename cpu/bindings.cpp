@@ -3,8 +3,10 @@
 // fs_mlx/cpu/__init__.py is the only caller; it decides when these run.
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
+#include <nanobind/stl/vector.h>
 
 #include "mlx/version.h"
 #include "primitives.h"
@@ -42,7 +44,7 @@ static std::string simd() {
 }
 
 NB_MODULE(_kernels, m) {
-  m.doc() = "fsx's CPU matrix products as MLX primitives (source: cpu/)";
+  m.doc() = "fsx's CPU kernels as MLX primitives (source: cpu/)";
   m.attr("built_against_mlx") = FSX_MLX_VERSION;
   m.attr("simd") = simd();
 
@@ -54,6 +56,17 @@ NB_MODULE(_kernels, m) {
   m.def("quantized_swiglu", &fsx_cpu::quantized_swiglu, "x"_a, "w"_a, "scales"_a, "biases"_a,
         "group_size"_a, "bits"_a, nb::kw_only(), "stream"_a = nb::none(),
         "silu(x @ gate.T) * (x @ up.T) for w = [gate; up] quantized as one affine matrix.");
+  m.def("rms_norm", &fsx_cpu::rms_norm, "x"_a, "w"_a, "eps"_a, nb::kw_only(),
+        "stream"_a = nb::none(), "x / sqrt(mean(x^2) + eps) * w over the last axis.");
+  m.def("add_rms_norm", &fsx_cpu::add_rms_norm, "x"_a, "residual"_a, "w"_a, "eps"_a,
+        nb::kw_only(), "stream"_a = nb::none(), "[h, rms_norm(h, w, eps)] with h = x + residual.");
+  m.def("qk_norm_rope", &fsx_cpu::qk_norm_rope, "q"_a, "k"_a, "inv_freq"_a, "q_weight"_a.none(),
+        "k_weight"_a.none(), "offsets"_a.none(), "eps"_a, "dims"_a, "traditional"_a, "scale"_a,
+        "mscale"_a, "offset"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "q [B, L, Hq, D], k [B, L, Hkv, D] -> per-head RMSNorm (with weights), RoPE, [B, H, L, D].");
+  m.def("attention", &fsx_cpu::attention, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "scale"_a,
+        "causal"_a, "window"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "softmax(scale q k^T + mask) v, grouped-query heads, window > 0 a sliding window; q [B, Hq, L, D], k/v [B, Hkv, S, D].");
   m.def("num_threads", [] { return fsx_cpu::ThreadPool::instance().size(); },
         "Threads a product is split across (the caller included).");
   m.def("set_num_threads", [](int n) { fsx_cpu::ThreadPool::instance().set_size(n); }, "n"_a,

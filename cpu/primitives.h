@@ -11,12 +11,21 @@
 //                                          (the same product, the SwiGLU applied as it is
 //                                          written out: one primitive instead of five ops)
 //
+// and the rest of a decoded token's ops, which MLX runs on a CPU as its
+// fallbacks — many small graph nodes each, at ~10 µs apiece to schedule:
+//
+//   rms_norm(x, w, eps), add_rms_norm(x, r, w, eps)          (norm.cpp)
+//   qk_norm_rope(q, k, inv_freq, ...)                        (rope.cpp)
+//   attention(q, k, v, mask?, scale, causal, window)         (attention.cpp)
+//
 // Only eval_cpu exists: on a GPU stream the ops refuse to build (the Python
 // side never asks; MLX's own kernels serve the GPU).
 
 #pragma once
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
@@ -80,7 +89,111 @@ class QuantizedMatmul : public mx::Primitive {
   bool swiglu_; // output silu(y[:, :N/2]) * y[:, N/2:] instead of y
 };
 
-// The check both ops share: a CPU stream, float activations.
+mx::array rms_norm(const mx::array& x, const mx::array& w, float eps, mx::StreamOrDevice s = {});
+
+std::vector<mx::array> add_rms_norm(
+    const mx::array& x,
+    const mx::array& residual,
+    const mx::array& w,
+    float eps,
+    mx::StreamOrDevice s = {});
+
+class RMSNorm : public mx::Primitive {
+ public:
+  RMSNorm(mx::Stream stream, float eps, bool add) : mx::Primitive(stream), eps_(eps), add_(add) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
+      override;
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override;
+  const char* name() const override {
+    return add_ ? "FsxCpuAddRMSNorm" : "FsxCpuRMSNorm";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto& o = static_cast<const RMSNorm&>(other);
+    return eps_ == o.eps_ && add_ == o.add_;
+  }
+
+ private:
+  float eps_;
+  bool add_; // inputs (x, residual, w) -> (x + residual, its norm); else (x, w) -> norm
+};
+
+std::vector<mx::array> qk_norm_rope(
+    const mx::array& q,
+    const mx::array& k,
+    const mx::array& inv_freq,
+    const std::optional<mx::array>& q_weight,
+    const std::optional<mx::array>& k_weight,
+    const std::optional<mx::array>& offsets,
+    float eps,
+    int dims,
+    bool traditional,
+    float scale,
+    float mscale,
+    int offset,
+    mx::StreamOrDevice s = {});
+
+class QKNormRope : public mx::Primitive {
+ public:
+  struct Params {
+    float eps;
+    int dims;
+    bool traditional;
+    float scale;
+    float mscale;
+    int offset;
+    bool norm; // inputs carry q_w, k_w
+    bool per_row_offsets; // the last input is offsets [B]
+    bool operator==(const Params&) const = default;
+  };
+  QKNormRope(mx::Stream stream, Params p) : mx::Primitive(stream), params_(p) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
+      override;
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override;
+  const char* name() const override {
+    return "FsxCpuQKNormRope";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return params_ == static_cast<const QKNormRope&>(other).params_;
+  }
+
+ private:
+  Params params_;
+};
+
+mx::array attention(
+    const mx::array& q,
+    const mx::array& k,
+    const mx::array& v,
+    const std::optional<mx::array>& mask,
+    float scale,
+    bool causal,
+    int window,
+    mx::StreamOrDevice s = {});
+
+class Attention : public mx::Primitive {
+ public:
+  Attention(mx::Stream stream, float scale, bool causal, int window, bool has_mask)
+      : mx::Primitive(stream), scale_(scale), causal_(causal), window_(window), has_mask_(has_mask) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
+      override;
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override;
+  const char* name() const override {
+    return "FsxCpuAttention";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto& o = static_cast<const Attention&>(other);
+    return scale_ == o.scale_ && causal_ == o.causal_ && window_ == o.window_ &&
+        has_mask_ == o.has_mask_;
+  }
+
+ private:
+  float scale_;
+  bool causal_;
+  int window_; // > 0: query at position p sees keys p - window + 1 .. p only
+  bool has_mask_; // a fourth input: the mask broadcast to [B, Hq, L, S]
+};
+
+// The checks every op shares: a CPU stream, float activations.
 mx::Stream cpu_stream(mx::StreamOrDevice s, const char* op);
 bool is_float(mx::Dtype t);
 

@@ -14,6 +14,10 @@ does on top of that:
                   identical random stream make every rank sample the same token
     follow()      ranks other than 0 print nothing but their errors
     explain(e)    the backend's "peer lost" errors as one line
+    watch_peers() MLX's ring backend can hang after losing a peer: a watcher
+                  process reads this rank's stderr and ends the rank with one
+                  line when the backend reports the loss and the rank is still
+                  there a few seconds later
 
 The model-level split (which rank holds which weights) is model/parallel.py.
 """
@@ -22,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
+import signal
 import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +80,59 @@ sys.stderr.write(line + "\\n")
 sys.stderr.flush()
 os.kill(parent, signal.SIGKILL)
 """
+
+
+# The peer watcher: this process's stderr (fd 2) goes through a pipe to it, and it
+# passes every byte on. When MLX's ring backend has given up on a peer ("Failing
+# pending tasks") the rank normally raises "connection to a peer was lost" at
+# once (explain() words it); but if another collective was already queued on the
+# stream, MLX waits for it forever while holding the GIL (seen with MLX 0.32: the
+# main thread in synchronize(), the queued all_reduce waiting on a send that will
+# never run). So after LOST_GRACE_S the watcher says it and kills the rank.
+LOST_GRACE_S = 3.0
+_PEER_WATCH = """
+import os, select, signal, sys, time
+parent, grace, line, quiet = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3].encode(), sys.argv[4] == "1"
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the rank's to handle
+tail, lost = b"", None
+while True:
+    wait = None if lost is None else max(0.0, lost + grace - time.monotonic())
+    if select.select([0], [], [], wait)[0]:
+        data = os.read(0, 65536)
+        if not data:  # the rank has exited: its stderr is closed
+            sys.exit(0)
+        if not quiet:
+            os.write(2, data)
+        tail = (tail + data)[-256:]
+        if lost is None and b"Failing pending tasks" in tail:
+            lost = time.monotonic()
+    else:
+        try:
+            os.kill(parent, 0)
+        except OSError:
+            sys.exit(0)
+        os.write(2, line + b"\\n")
+        os.kill(parent, signal.SIGKILL)
+        sys.exit(0)
+"""
+_watcher: subprocess.Popen | None = None
+
+
+def watch_peers(quiet: bool) -> None:
+    """Start the peer watcher (see above): fd 2 becomes the pipe to it. quiet: it passes
+    nothing on (a follower rank), but still watches and still says its one line."""
+    global _watcher
+    line = ("Error: lost the connection to another rank ([ring] a peer stopped answering); "
+            "did a rank exit or crash?")
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    _watcher = subprocess.Popen(
+        [sys.executable, "-I", "-c", _PEER_WATCH, str(os.getpid()), str(LOST_GRACE_S), line,
+         "1" if quiet else "0"],
+        stdin=read_end, stdout=subprocess.DEVNULL, stderr=2)
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
 
 
 @contextmanager
@@ -151,18 +209,20 @@ def follow(world: World) -> None:
     """Ranks other than 0 go quiet: rank 0 owns the terminal, the others follow.
 
     Their stdout and stderr (and MLX's own messages on the file descriptors)
-    go to /dev/null; `error_stream()` is where their errors still go.
+    go to /dev/null, through the peer watcher for stderr; `error_stream()` is
+    where their errors still go. Every rank of a job gets the watcher.
     """
     global _error_stream
-    if world.rank == 0 or _error_stream is not None:
+    if _watcher is not None or world.size == 1:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    _error_stream = os.fdopen(os.dup(2), "w")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
+    if world.rank > 0:
+        _error_stream = os.fdopen(os.dup(2), "w")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    watch_peers(quiet=world.rank > 0)
 
 
 def error_stream():

@@ -185,18 +185,18 @@ def test_model_agrees_with_and_without_the_kernels(quantize):
 
 
 def test_fsx_version_says_which_matmuls_run():
-    """`fsx --version` names the CPU matmuls: the kernels (SIMD, threads), or MLX's ops and why."""
+    """`fsx --version` names the CPU kernels: the kernels (SIMD, threads), or MLX's ops and why."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     on = subprocess.run([sys.executable, "-m", "fs_mlx.apps.cli", "--version"], env=env,
                         capture_output=True, text=True, timeout=60)
     off = subprocess.run([sys.executable, "-m", "fs_mlx.apps.cli", "--version"],
                          env={**env, "FSX_CPU_KERNELS": "0"}, capture_output=True, text=True, timeout=60)
     assert on.returncode == off.returncode == 0, on.stderr + off.stderr
-    assert "CPU matmuls: MLX's ops (fsx CPU kernels off: FSX_CPU_KERNELS=0)" in off.stdout
+    assert "CPU kernels: MLX's ops (fsx CPU kernels off: FSX_CPU_KERNELS=0)" in off.stdout
     if cpu.available():
-        assert "CPU matmuls: fsx CPU kernels (" in on.stdout and "threads)" in on.stdout
+        assert "CPU kernels: fsx CPU kernels (" in on.stdout and "threads)" in on.stdout
     else:
-        assert f"CPU matmuls: {cpu.STATUS}" in on.stdout
+        assert f"CPU kernels: {cpu.STATUS}" in on.stdout
 
 
 @needs_kernels

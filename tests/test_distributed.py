@@ -11,6 +11,7 @@ changes only the order of additions (the partial sums of o_proj and down_proj).
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -185,7 +186,9 @@ def test_a_killed_rank_stops_the_others_with_one_line(tmp_path):
     rank1.kill()
     t = time.monotonic()
     (code, _, err), _ = finish([rank0, rank1])
-    assert code == 1 and time.monotonic() - t < 30
+    # 1 when MLX raises the loss; killed by the peer watcher (distributed.py) when MLX
+    # hangs on it instead — which one depends on what was queued when the peer died
+    assert code in (1, -signal.SIGKILL) and time.monotonic() - t < 30
     assert "Error: lost the connection to another rank" in err and "Traceback" not in err
 
 

@@ -74,7 +74,7 @@ def _version_message() -> str:
         mlx = version("mlx")
     except PackageNotFoundError:
         mlx = "?"
-    return f"%(prog)s %(version)s (mlx {mlx}; BLAS: {STATUS}; CPU matmuls: {cpu.STATUS})"
+    return f"%(prog)s %(version)s (mlx {mlx}; BLAS: {STATUS}; CPU kernels: {cpu.STATUS})"
 
 
 @click.group(cls=FsxGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -22,8 +22,9 @@ object with these methods, identical in signature across implementations:
 
 The implementations:
   "mlx"        MLXBackend: MLX's own ops (`mx.fast.*`) — runs wherever MLX runs; on the
-               CPU its matrix products go to fsx's own CPU kernels (fs_mlx/cpu) where built
-  "mlx-ops"    MLXBackend(cpu_kernels=False): MLX's ops for the matrix products too
+               CPU its matrix products, norms, RoPE and attention go to fsx's own CPU
+               kernels (fs_mlx/cpu) where built
+  "mlx-ops"    MLXBackend(cpu_kernels=False): MLX's ops for all of them
   "metal"      fs_mlx.kernels.MetalBackend(): the hand-written kernels in metal/ (Apple GPUs)
   "msl"        fs_mlx.kernels.MetalBackend(executor=True): the same kernels on the CPU,
                through the MSL executor (fs_mlx/msl) — exact and slow, for tests and learning
@@ -62,10 +63,12 @@ CPU_DENSE_ROWS = 8
 class MLXBackend:
     """MLX's own ops: `mx.fast.rms_norm`, `mx.fast.rope`, `mx.fast.scaled_dot_product_attention`, ...
 
-    On the CPU stream, `linear` and `quantized_matmul` run fsx's CPU kernels
-    (fs_mlx/cpu: a matvec that streams each weight once, a few-row path, a tiled
-    GEMM) where the extension is built and takes the shapes; cpu_kernels=False
-    keeps MLX's own matmuls, as does a machine where the extension was not built.
+    On the CPU stream, the matrix products run fsx's CPU kernels (fs_mlx/cpu: a
+    matvec that streams each weight once, a few-row path, a tiled GEMM) where the
+    extension is built and takes the shapes, and so do the norms, RoPE and
+    attention (on a CPU, MLX runs those `mx.fast` ops as their fallbacks: dozens
+    of small graph nodes per layer). cpu_kernels=False keeps MLX's own ops, as
+    does a machine where the extension was not built.
     """
 
     name = "mlx"
@@ -76,13 +79,19 @@ class MLXBackend:
             self.name = "mlx-ops"
 
     def rms_norm(self, x, weight, eps):
+        if self.cpu_kernels and cpu.handles_norm(x, weight):
+            return cpu.rms_norm(x, weight, eps)
         return mx.fast.rms_norm(x, weight, eps)
 
     def add_rms_norm(self, x, residual, weight, eps):
+        if self.cpu_kernels and cpu.handles_norm(x, weight) and residual.shape == x.shape:
+            return cpu.add_rms_norm(x, residual, weight, eps)
         h = x + residual
         return h, mx.fast.rms_norm(h, weight, eps)
 
     def qk_norm_rope(self, q, k, q_weight, k_weight, eps, rope: Rope, offset):
+        if self.cpu_kernels and cpu.handles_rope(q, k):
+            return cpu.qk_norm_rope(q, k, q_weight, k_weight, eps, rope, offset)
         if q_weight is not None:  # Qwen3: RMSNorm per head, over head_dim
             q, k = mx.fast.rms_norm(q, q_weight, eps), mx.fast.rms_norm(k, k_weight, eps)
         q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)  # [B, H, L, D]
@@ -95,6 +104,8 @@ class MLXBackend:
         return scale_rotated(x, rope)  # yarn/longrope's attention factor
 
     def attention(self, q, k, v, *, scale, mask, window=None):
+        if self.cpu_kernels and cpu.handles_attention(q, k, v, mask, window):
+            return cpu.attention(q, k, v, scale=scale, mask=mask, window=window)
         if window is not None and (q.shape[2] > 1 or k.shape[2] > window):  # the window as a mask
             mask = window_mask(mask, q.shape[2], k.shape[2], window)
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
