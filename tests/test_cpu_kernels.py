@@ -19,6 +19,7 @@ the output dtype (2^-10, 2^-7 relative; 2^-24 absolute for float16's subnormals)
 the kernels round a float32 result once, and the reference is that float32 result.
 """
 
+import importlib
 import os
 import subprocess
 import sys
@@ -164,6 +165,16 @@ def test_a_build_for_another_mlx_is_refused(monkeypatch):
     module, status = cpu._load()
     assert module is None
     assert "running 0.1.0" in status and "reinstall" in status
+
+
+@needs_kernels
+def test_a_build_from_older_sources_is_refused(monkeypatch):
+    """An editable install whose cpu/ gained ops since it was built: MLX's ops, and why."""
+    module = importlib.import_module("fs_mlx.cpu._kernels")
+    monkeypatch.delattr(module, "attention")
+    loaded, status = cpu._load()
+    assert loaded is None
+    assert "built from older sources: no attention" in status and "reinstall" in status
 
 
 # --- the model: with and without the kernels ------------------------------------------

@@ -43,6 +43,9 @@ from pathlib import Path
 import mlx.core as mx
 
 DTYPES = (mx.float32, mx.float16, mx.bfloat16)
+# What the extension must provide (cpu/bindings.cpp)
+OPS = ("linear", "quantized_matmul", "quantized_swiglu", "rms_norm", "add_rms_norm",
+       "qk_norm_rope", "attention")
 BITS = (4, 8)
 GROUP_SIZES = (32, 64, 128)
 
@@ -83,6 +86,10 @@ def _load():
         module = importlib.import_module("._kernels", __name__)
     except ImportError as error:
         return None, f"MLX's ops (fsx CPU kernels failed to import: {error})"
+    missing = [name for name in OPS if not hasattr(module, name)]
+    if missing:  # an editable install whose sources moved on since it was built
+        return None, (f"MLX's ops (fsx CPU kernels built from older sources: no {', '.join(missing)}; "
+                      "reinstall fs-mlx to rebuild them)")
     try:  # the nanobind ABI must be MLX's, or mx.array does not pass
         mx.eval(module.linear(mx.ones((1, 8)), mx.ones((2, 8)), stream=mx.cpu))
     except TypeError:
