@@ -112,7 +112,7 @@ KERNELS = click.option(
     "--kernels", type=click.Choice(["auto", "metal", "mlx", "mlx-ops", "msl", "reference"]), default="auto",
     show_default=True,
     help="which implementation runs the ops: hand-written Metal kernels (metal), MLX's own "
-         "(mlx; on a CPU with fsx's CPU matmul kernels where built, mlx-ops without them), "
+         "(mlx; on a CPU with fsx's CPU kernels where built, mlx-ops without them), "
          "the Metal kernels through the CPU executor (msl: slow, for tests and learning), "
          "or the plain formulas (reference: slowest, the oracle)",
 )
@@ -455,7 +455,7 @@ def serve(model: str | None, host: str, port: int, kernels: str, quantize: str |
               "with fsx (repeatable)")
 @click.option("--kernels", default="auto", show_default=True,
               help="auto, metal, mlx, mlx-ops or msl; comma-separated to compare them (metal,mlx; "
-                   "mlx,mlx-ops: fsx's CPU matmul kernels against MLX's)")
+                   "mlx,mlx-ops: fsx's CPU kernels against MLX's ops)")
 @click.option("--bandwidth", type=float, help="memory bandwidth in GB/s for the roofline "
               "(default: Apple chips from a table, else unknown)")
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
