@@ -28,7 +28,14 @@ typedef int32_t i32x8 __attribute__((vector_size(32)));
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef uint8_t u8x8 __attribute__((vector_size(8)));
-typedef _Float16 f16x8 __attribute__((vector_size(16)));
+// The half-precision scalar: _Float16 where the compiler has it in C++ (clang;
+// GCC on x86-64), __fp16 on arm64 (GCC before 13 has no _Float16 in C++ there).
+#if defined(__aarch64__) && defined(__GNUC__) && !defined(__clang__)
+typedef __fp16 half_t;
+#else
+typedef _Float16 half_t;
+#endif
+typedef half_t f16x8 __attribute__((vector_size(16)));
 
 inline f32x8 load8(const float* p) {
   f32x8 v;
@@ -94,7 +101,7 @@ inline f32x8 unpack8_q8(const uint32_t* p) {
 }
 
 inline float f16_to_float(uint16_t h) {
-  _Float16 f;
+  half_t f;
   std::memcpy(&f, &h, 2);
   return static_cast<float>(f);
 }
