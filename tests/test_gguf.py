@@ -486,6 +486,24 @@ def test_sentencepiece_families_load_end_to_end(spm_files, spm_refs, name, check
     assert json.loads(out.output) == case["ids"]
 
 
+def test_a_huge_token_does_not_stall_the_merge_derivation():
+    """Merges are derived by cutting every piece in two: a hostile 2M-character token meant
+    ~2e12 characters copied (hours). Only cuts at lengths some piece has are tried now (the
+    same merges); 30 s is a bound for a loaded machine, not a benchmark (measured 0.3 s)."""
+    import time
+    from types import SimpleNamespace
+
+    from fs_mlx.formats.gguf_tokenizer import build_tokenizer
+
+    tokens = ["<unk>", "<s>", "</s>", "▁", "a", "b", "ab", "▁ab", "x" * 2_000_000]
+    meta = {"general.architecture": "llama", "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": [0.0, 0.0, 0.0] + [-float(i) for i in range(1, 7)]}
+    start = time.perf_counter()
+    tok = build_tokenizer(SimpleNamespace(path="huge.gguf", metadata=meta))
+    assert time.perf_counter() - start < 30
+    assert [tok.id_to_token(i) for i in tok.encode("ab", add_special_tokens=False)] == ["▁ab"]
+
+
 def test_sentencepiece_gguf_loads_end_to_end(spm_gguf, spm_ref):
     lm = load(spm_gguf)
     assert lm.config.model_type == "llama" and lm.config.vocab_size == len(spm_ref["vocab"]["tokens"])

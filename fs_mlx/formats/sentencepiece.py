@@ -18,6 +18,8 @@ caller (gguf_tokenizer.py) adds those the same way for every variant.
 
 from __future__ import annotations
 
+import itertools
+
 from ..errors import FsxError
 
 SPACE = "\u2581"  # "▁": how SentencePiece spells a space inside a piece
@@ -123,12 +125,17 @@ def merges_from_ranks(vocab: dict[str, int], rank: dict[str, float]) -> list[tup
 
     Every way to cut a piece into two pieces of the vocabulary is a merge; a piece with a
     higher rank (score, or -position for Gemma) was learned earlier, so its merges come
-    first (ties: longer left, then longer right part; then file order).
+    first (ties: longer left, then longer right part; then file order). Only cuts whose
+    two lengths are lengths of some piece are tried: the same merges, but a hostile file's
+    one megabyte-long token costs a few cuts, not a million slices of up to a megabyte.
     """
+    lengths = {len(t) for t in vocab}
+    sizes = sorted(lengths)
     merges = []
     for piece, r in rank.items():
-        cuts = [(piece[:k], piece[k:], r) for k in range(1, len(piece))
-                if piece[:k] in vocab and piece[k:] in vocab]
+        n = len(piece)
+        cuts = [(piece[:k], piece[k:], r) for k in itertools.takewhile(lambda k: k < n, sizes)
+                if n - k in lengths and piece[:k] in vocab and piece[k:] in vocab]
         merges += sorted(cuts, key=lambda c: (vocab[c[0]], vocab[c[1]]))
     merges.sort(key=lambda c: (c[2], len(c[0]), len(c[1])), reverse=True)
     return [(a, b) for a, b, _ in merges]
