@@ -118,10 +118,10 @@ def machine_lines(entries: list[str]) -> list[str]:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import mlx.core as mx
-
-    import fs_mlx.openblas as openblas
+    import fs_mlx.openblas as openblas  # first: it preloads a system OpenBLAS before mlx.core loads
     from fs_mlx import cpu as cpu_kernels
+
+    import mlx.core as mx
 
     lines = [
         f"recorded: {datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}",
@@ -244,10 +244,10 @@ def main(argv: list[str] | None = None) -> None:
         print(format_table(summarize(read_reports(a.results, entries))))
         return
 
+    log = machine_lines(entries)  # first: its fs_mlx import is the one that may preload OpenBLAS
     preflight(entries)
     prepare(a.work, entries)
     a.results.mkdir(parents=True, exist_ok=True)
-    log = machine_lines(entries)
     for e in entries:
         run_entry(e, a, log)
     table = format_table(summarize(read_reports(a.results, entries)))
