@@ -31,7 +31,10 @@ Checked against the converter itself (llama.cpp 0.3.36's vendored convert_hf_to_
 --outtype q8_0 on golden/checkpoints/qwen3-tiny, its pre-tokenizer hash lookup answered
 "qwen2"): the same tensors byte for byte and the same metadata, but for the converter's
 general.sampling.* (copied from a generation_config.json; random checkpoints have none),
-its prettified general.name and its tensor order (that of the safetensors file).
+its prettified general.name and its tensor order (that of the safetensors file). And Q4_0
+against llama-quantize itself (`llama-quantize --pure F32-file Q4_0`, built by
+bench/build_llama_cpp.sh): every tensor and metadata value the same
+(tests/test_bench_gguf.py, where llama-quantize is built).
 
 Tensors are read (memory-mapped), converted and written one at a time: ~30 s for the
 Qwen3-0.6B shape on 2 cores, and the same bytes every time for the same checkpoint.

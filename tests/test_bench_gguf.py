@@ -133,3 +133,29 @@ def test_qwen3_shape_table():
     assert "q4_0 1.0 1.5 2.0" in table
     with pytest.raises(SystemExit):
         qs.main(["--only", "q5_k", "--table"])
+
+
+def test_q4_0_is_what_llama_quantize_pure_writes(tmp_path):
+    """Where llama.cpp's llama-quantize is built (bench/build_llama_cpp.sh, next to llama-bench):
+    our Q4_0 file and `llama-quantize --pure F32-file Q4_0` agree on every tensor, byte for byte,
+    and on every metadata value."""
+    from fs_mlx.files import cache_dir
+
+    binary = cache_dir() / "llama.cpp" / "build" / "bin" / "llama-quantize"
+    if not binary.is_file():
+        pytest.skip("llama-quantize not built (bench/build_llama_cpp.sh)")
+    import subprocess
+
+    src = GOLDEN / "qwen3-tiny"
+    f32 = gc.write(src, tmp_path / "f32.gguf", "f32", quiet=True)
+    done = subprocess.run([str(binary), "--pure", str(f32), str(tmp_path / "lq.gguf"), "Q4_0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs, ours = (ggufpy.GGUFReader(str(p)) for p in (tmp_path / "lq.gguf", gc.write(src, tmp_path / "q4.gguf", "q4_0", quiet=True)))
+    a, b = ({t.name: t for t in r.tensors} for r in (theirs, ours))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].tensor_type == b[name].tensor_type, name
+        np.testing.assert_array_equal(a[name].data, b[name].data, err_msg=name)
+    meta = [{k: f.contents() for k, f in r.fields.items()} for r in (theirs, ours)]
+    assert meta[0] == meta[1]
