@@ -1,6 +1,6 @@
 """Issue 15's Qwen3-0.6B-shape targets, in one command: fsx against llama.cpp (Q4_0, Q8_0) and mlx-lm (float32).
 
-    python bench/qwen3_shape.py                 # everything: ~15 min on a quiet 2-core machine (+ ~3 min set-up once)
+    python bench/qwen3_shape.py                 # everything: 12.5 min on 2 busy cores (+ ~3 min set-up, once)
     python bench/qwen3_shape.py --only q4_0     # one entry (q4_0, q8_0, f32)
     python bench/qwen3_shape.py --table         # the table again, from the saved reports
 
