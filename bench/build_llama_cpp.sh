@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build llama.cpp's llama-bench into the fs-mlx cache, for `fsx bench --compare llama.cpp`.
+# Build llama.cpp's llama-bench (for `fsx bench --compare llama.cpp`) and llama-quantize (the
+# Q4_0 check of tests/test_bench_gguf.py) into the fs-mlx cache.
 #
 # The sources are the ones PyPI's llama-cpp-python sdist vendors (PyPI is what these
 # machines reach); only the llama-bench target is built, CPU only, static, with this
@@ -22,5 +23,5 @@ SRC="$CACHE/llama_cpp_python-$VERSION/vendor/llama.cpp"
 cmake -S "$SRC" -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_CCACHE=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF
-cmake --build build --target llama-bench -j "$(nproc)"
-echo "built $CACHE/build/bin/llama-bench"
+cmake --build build --target llama-bench llama-quantize -j "$(nproc)"
+echo "built $CACHE/build/bin/llama-bench and llama-quantize"
