@@ -38,18 +38,6 @@ void check_norm_args(const mx::array& x, const mx::array& w, const char* op) {
   }
 }
 
-// y[i] = h[i] · inv_rms · w[i], inv_rms = 1 / sqrt(mean(h²) + eps)
-void norm_row(const float* h, const float* w, int D, float eps, float* y) {
-  float sum = 0.0f;
-  for (int i = 0; i < D; i++) {
-    sum += h[i] * h[i];
-  }
-  const float inv_rms = 1.0f / std::sqrt(sum / static_cast<float>(D) + eps);
-  for (int i = 0; i < D; i++) {
-    y[i] = h[i] * inv_rms * w[i];
-  }
-}
-
 } // namespace
 
 mx::array rms_norm(const mx::array& x, const mx::array& w, float eps, mx::StreamOrDevice s) {
@@ -104,7 +92,7 @@ void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
           read_row(outputs[0], row, h.data());
         }
       }
-      norm_row(h.data(), wf.data(), D, eps, y.data());
+      rms_norm_row(h.data(), wf.data(), D, eps, y.data());
       write_row(outputs.back(), row, y.data());
     }
   });

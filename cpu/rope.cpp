@@ -106,17 +106,6 @@ void rotate(float* x, const float* cos_t, const float* sin_t, int dims, bool tra
   }
 }
 
-void rms_norm_inplace(float* x, const float* w, int D, float eps) {
-  float sum = 0.0f;
-  for (int i = 0; i < D; i++) {
-    sum += x[i] * x[i];
-  }
-  const float inv_rms = 1.0f / std::sqrt(sum / static_cast<float>(D) + eps);
-  for (int i = 0; i < D; i++) {
-    x[i] = x[i] * inv_rms * w[i];
-  }
-}
-
 } // namespace
 
 void QKNormRope::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
@@ -167,7 +156,7 @@ void QKNormRope::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::
           for (int h = 0; h < H; h++) {
             read_row(in, (static_cast<int64_t>(b) * L + l) * H + h, x.data()); // in [B, L, H, D]
             if (p.norm) {
-              rms_norm_inplace(x.data(), wf.data(), D, p.eps);
+              rms_norm_row(x.data(), wf.data(), D, p.eps, x.data());
               // the normed q/k are an array of the model's dtype before RoPE reads them
               round_to(out.dtype(), x.data(), D);
             }

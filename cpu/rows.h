@@ -12,11 +12,15 @@
 //   f32_row(a, r)          row r in place, when a is float32 with a contiguous last axis
 //   write_row(out, r, src) row r of a row-contiguous output, rounded to its dtype
 //   round_to(dtype, x, n)  x rounded as an intermediate array of that dtype would be
+//   rms_norm_row(x, w, D, eps, y)   y = x / sqrt(mean(x²) + eps) · w, the float32 math
+//                                   norm.cpp and rope.cpp (Qwen3's q/k norm) share
 
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
+#include "arrays.h"
 #include "mlx/array.h"
 #include "weights.h"
 
@@ -25,13 +29,7 @@ namespace fsx_cpu {
 namespace mx = mlx::core;
 
 inline int64_t row_offset(const mx::array& a, int64_t r) {
-  int64_t off = 0;
-  for (int d = a.ndim() - 2; d >= 0; d--) {
-    const int64_t dim = a.shape(d);
-    off += (r % dim) * a.strides()[d];
-    r /= dim;
-  }
-  return off;
+  return element_offset(a, r * a.shape(-1)) / static_cast<int64_t>(a.itemsize()); // element (r, 0)
 }
 
 // The element at `index` of a 4-d array, by its strides (masks: any dtype read as float).
@@ -107,6 +105,18 @@ inline void round_to(mx::Dtype dtype, float* x, int n) {
     for (int i = 0; i < n; i++) {
       x[i] = static_cast<float>(static_cast<mx::bfloat16_t>(x[i]));
     }
+  }
+}
+
+// y may be x (in place).
+inline void rms_norm_row(const float* x, const float* w, int D, float eps, float* y) {
+  float sum = 0.0f;
+  for (int i = 0; i < D; i++) {
+    sum += x[i] * x[i];
+  }
+  const float inv_rms = 1.0f / std::sqrt(sum / static_cast<float>(D) + eps);
+  for (int i = 0; i < D; i++) {
+    y[i] = x[i] * inv_rms * w[i];
   }
 }
 
