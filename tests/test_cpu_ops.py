@@ -158,6 +158,14 @@ def test_a_hidden_key_is_never_read():
     assert (y[:, :, 1] == 0).all()
 
 
+def test_a_start_position_given_as_a_0d_array_is_one_start():
+    rope = make_rope(8, 10000.0, False, None, 64)
+    q, k = rand((1, 2, 2, 8), 0), rand((1, 2, 1, 8), 1)
+    for y, r in zip(cpu.qk_norm_rope(q, k, None, None, 0.0, rope, mx.array(5)),
+                    reference.qk_norm_rope(q, k, None, None, 0.0, rope, 5)):
+        np.testing.assert_allclose(np.array(y), np.array(r), rtol=0, atol=1e-6)  # |x| ~ 1: float32 rounding
+
+
 def test_what_the_kernels_do_not_take_goes_to_mlx():
     q, k = mx.zeros((1, 2, 3, 8)), mx.zeros((1, 1, 2, 8))
     assert not cpu.handles_attention(q, k, k, "causal")  # 3 queries, 2 keys: not causal

@@ -176,7 +176,7 @@ def add_rms_norm(x: mx.array, residual: mx.array, weight: mx.array, eps: float):
 def qk_norm_rope(q, k, q_weight, k_weight, eps: float, rope, offset):
     # q [B, L, Hq, D], k [B, L, Hkv, D] -> [B, Hq, L, D], [B, Hkv, L, D]; rope: model/rope.Rope;
     # offset: int, or int [B] (one start per batch row)
-    per_row = isinstance(offset, mx.array)
+    per_row = isinstance(offset, mx.array) and offset.ndim == 1  # a 0-d array is one start
     q, k = _ext.qk_norm_rope(q, k, rope.inv_freq, q_weight, k_weight, offset if per_row else None,
                              eps, rope.dims, rope.traditional, rope.scale, rope.mscale,
                              0 if per_row else int(offset), stream=mx.cpu)
