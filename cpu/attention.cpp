@@ -37,9 +37,6 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
-
 #include "primitives.h"
 #include "rows.h"
 #include "simd.h"
@@ -143,13 +140,8 @@ struct KeyRows {
 } // namespace
 
 void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  mx::array& out = outputs[0];
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (auto& in : inputs) {
-    encoder.set_input_array(in);
-  }
-  encoder.set_output_array(out);
+  auto& encoder = start_task(stream(), inputs, outputs);
+  mx::array out = outputs[0];
   encoder.dispatch([inputs, out, scale = scale_, causal = causal_, window = window_,
                     has_mask = has_mask_]() mutable {
     const mx::array &q = inputs[0], &k = inputs[1], &v = inputs[2];

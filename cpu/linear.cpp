@@ -13,7 +13,6 @@
 #include <stdexcept>
 
 #include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 
 #include "arrays.h"
 #include "matmul.h"
@@ -27,6 +26,23 @@ mx::Stream cpu_stream(mx::StreamOrDevice s, const char* op) {
     throw std::invalid_argument(std::string(op) + ": fsx's CPU kernels run on a CPU stream only");
   }
   return stream;
+}
+
+mx::cpu::CommandEncoder& start_task(
+    mx::Stream stream,
+    const std::vector<mx::array>& inputs,
+    std::vector<mx::array>& outputs) {
+  for (auto& out : outputs) {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+  }
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (auto& in : inputs) {
+    encoder.set_input_array(in);
+  }
+  for (auto& out : outputs) {
+    encoder.set_output_array(out);
+  }
+  return encoder;
 }
 
 bool is_float(mx::Dtype t) {
@@ -52,12 +68,8 @@ mx::array linear(const mx::array& x, const mx::array& w, mx::StreamOrDevice s) {
 
 void Linear::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   mx::array x = inputs[0], w = inputs[1];
-  mx::array& out = outputs[0];
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(x);
-  encoder.set_input_array(w);
-  encoder.set_output_array(out);
+  auto& encoder = start_task(stream(), inputs, outputs);
+  mx::array out = outputs[0];
   encoder.dispatch([x, w, out]() mutable {
     const int K = w.shape(1), N = w.shape(0);
     const int M = K > 0 ? static_cast<int>(x.size() / K) : static_cast<int>(out.size() / std::max(N, 1));

@@ -19,9 +19,6 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
-
 #include "primitives.h"
 #include "rows.h"
 
@@ -63,16 +60,7 @@ std::vector<mx::array> add_rms_norm(
 }
 
 void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  for (auto& out : outputs) {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-  }
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (auto& in : inputs) {
-    encoder.set_input_array(in);
-  }
-  for (auto& out : outputs) {
-    encoder.set_output_array(out);
-  }
+  auto& encoder = start_task(stream(), inputs, outputs);
   encoder.dispatch([inputs, outputs, eps = eps_, add = add_]() mutable {
     const mx::array& x = inputs[0];
     const mx::array& w = inputs.back();

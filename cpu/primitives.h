@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 
@@ -195,6 +196,13 @@ class Attention : public mx::Primitive {
 
 // The checks every op shares: a CPU stream, float activations.
 mx::Stream cpu_stream(mx::StreamOrDevice s, const char* op);
+
+// The start of every eval_cpu here: allocate the outputs and tell the stream's
+// encoder what the task reads and writes; the caller then dispatch()es the work.
+mx::cpu::CommandEncoder& start_task(
+    mx::Stream stream,
+    const std::vector<mx::array>& inputs,
+    std::vector<mx::array>& outputs);
 bool is_float(mx::Dtype t);
 
 } // namespace fsx_cpu

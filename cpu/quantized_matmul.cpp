@@ -25,9 +25,6 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
-
 #include "arrays.h"
 #include "matmul.h"
 #include "primitives.h"
@@ -165,13 +162,8 @@ void QuantizedMatmul::eval_cpu(
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs) {
   mx::array x = inputs[0], w = inputs[1], scales = inputs[2], biases = inputs[3];
-  mx::array& out = outputs[0];
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (auto& a : inputs) {
-    encoder.set_input_array(a);
-  }
-  encoder.set_output_array(out);
+  auto& encoder = start_task(stream(), inputs, outputs);
+  mx::array out = outputs[0];
   encoder.dispatch([x, w, scales, biases, out, g = group_size_, bits = bits_, swiglu = swiglu_]() mutable {
     const int K = x.shape(-1), N = w.shape(0);
     const int M = static_cast<int>(x.size() / K);

@@ -29,9 +29,6 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
-
 #include "primitives.h"
 #include "rows.h"
 
@@ -109,16 +106,7 @@ void rotate(float* x, const float* cos_t, const float* sin_t, int dims, bool tra
 } // namespace
 
 void QKNormRope::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  for (auto& out : outputs) {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-  }
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (auto& in : inputs) {
-    encoder.set_input_array(in);
-  }
-  for (auto& out : outputs) {
-    encoder.set_output_array(out);
-  }
+  auto& encoder = start_task(stream(), inputs, outputs);
   encoder.dispatch([inputs, outputs, p = params_]() mutable {
     const mx::array &q = inputs[0], &k = inputs[1], &inv_freq = inputs[2];
     const int B = q.shape(0), L = q.shape(1), D = q.shape(3), half = p.dims / 2;
